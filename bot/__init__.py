@@ -1,0 +1,1 @@
+"""Entrypoints: CLI, Slack app, agent wiring, scheduler jobs and the HTTP server."""

@@ -1,0 +1,40 @@
+"""Alembic environment: runs against the engine deskbooks hands over (or the settings' URL)."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlmodel import SQLModel
+
+from finance import models  # noqa: F401  (registers every table on the metadata)
+
+config = context.config
+target_metadata = SQLModel.metadata
+
+
+def _engine():  # type: ignore[no-untyped-def]
+    engine = config.attributes.get("engine")
+    if engine is not None:
+        return engine
+    from finance.db import make_engine
+    from finance.settings import load_settings
+
+    return make_engine(load_settings().effective_database_url)
+
+
+def run_migrations_online() -> None:
+    engine = _engine()
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+
+
+if context.is_offline_mode():  # pragma: no cover
+    raise SystemExit("deskbooks migrations run online only: use `deskbooks init`")
+run_migrations_online()

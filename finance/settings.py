@@ -1,0 +1,127 @@
+"""Configuration from the environment or ``.env`` (DESIGN §9), validated once, failing fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProrationRule = Literal["actual_days", "kill_bill", "per_second", "thirty_day"]
+DowngradeTiming = Literal["period_end", "immediate"]
+
+
+class ConfigError(Exception):
+    """Configuration that cannot work; the message names the variable and what is wrong."""
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "deskbooks"
+
+
+class Settings(BaseSettings):
+    """Every knob deskbooks reads. Secrets are ``SecretStr`` and never printed."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir, alias="DESKBOOKS_DATA_DIR")
+    database_url: str | None = Field(default=None, alias="DESKBOOKS_DATABASE_URL")
+
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, alias="OPENAI_BASE_URL")
+    llm_model: str | None = Field(default=None, alias="DESKBOOKS_LLM_MODEL")
+
+    proration_rule: ProrationRule = Field(default="actual_days", alias="DESKBOOKS_PRORATION_RULE")
+    downgrade_timing: DowngradeTiming = Field(
+        default="period_end", alias="DESKBOOKS_DOWNGRADE_TIMING"
+    )
+    invoice_prefix: str = Field(default="INV", alias="DESKBOOKS_INVOICE_PREFIX")
+    capitalization_threshold_cents: int = Field(
+        default=250_000, alias="DESKBOOKS_CAPITALIZATION_THRESHOLD_CENTS", ge=0
+    )
+    knowledge_dir: Path | None = Field(default=None, alias="DESKBOOKS_KNOWLEDGE_DIR")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", alias="DESKBOOKS_LOG_LEVEL"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip()
+        scheme = value.split(":", 1)[0]
+        if not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
+            raise ValueError(
+                "must be a sqlite:/// or postgresql:// URL "
+                "(e.g. postgresql+psycopg://user@127.0.0.1:5432/deskbooks)"
+            )
+        if scheme in ("postgresql", "postgres"):
+            # plain postgresql:// means psycopg2 to SQLAlchemy; we ship psycopg 3.
+            value = "postgresql+psycopg" + value[len(scheme) :]
+        return value
+
+    @field_validator("slack_api_url", "openai_base_url")
+    @classmethod
+    def _check_http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None if value == "" else value
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("invoice_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value.isalnum() or len(value) > 8:
+            raise ValueError("must be 1-8 letters or digits (e.g. INV)")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _llm_needs_model(self) -> Settings:
+        if (self.openai_base_url or self.openai_api_key) and not self.llm_model:
+            raise ValueError(
+                "DESKBOOKS_LLM_MODEL must name the model when OPENAI_BASE_URL or "
+                "OPENAI_API_KEY is set"
+            )
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        """The configured URL, or a SQLite file under the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'deskbooks.db'}"
+
+    @property
+    def llm_configured(self) -> bool:
+        return bool(self.llm_model and (self.openai_base_url or self.openai_api_key))
+
+    @property
+    def knowledge_path(self) -> Path:
+        return self.knowledge_dir or default_knowledge_dir()
+
+
+def default_knowledge_dir() -> Path:
+    """``knowledge/`` at the project root (next to the ``finance`` package)."""
+    return Path(__file__).resolve().parent.parent / "knowledge"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; raise ``ConfigError`` with a readable message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "settings"
+            problems.append(f"{loc}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,1 @@
+"""Typed agent tools: plain functions over the core services (DESIGN §7)."""
