@@ -21,7 +21,9 @@ class StoreError(Exception):
     """The database cannot be reached or is not in a usable state."""
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(
+    url: str, *, echo: bool = False, connect_args: dict[str, Any] | None = None
+) -> Engine:
     """An engine with the settings each backend needs (FKs and WAL on SQLite)."""
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if url.startswith("sqlite"):
@@ -33,6 +35,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
     else:
         kwargs["pool_pre_ping"] = True
+        if connect_args:
+            kwargs["connect_args"] = connect_args
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_on_connect)

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
             return None
         value = value.strip()
         scheme = value.split(":", 1)[0]
-        if not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
+        if not scheme.startswith(("sqlite", "postgres")):
             raise ValueError(
                 "must be a sqlite:/// or postgresql:// URL "
                 "(e.g. postgresql+psycopg://user@127.0.0.1:5432/deskbooks)"
