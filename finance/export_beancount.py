@@ -31,7 +31,7 @@ _ROOTS = {
 
 def beancount_account(code: str, name: str, kind: str) -> str:
     """``Income:4000-Membership-Revenue-Hot-Desk`` from a chart row."""
-    words = re.findall(r"[A-Za-z0-9]+", name)
+    words = re.findall(r"[A-Za-z0-9]+", name.replace("'", "").replace("\u2019", ""))
     slug = "-".join(w[:1].upper() + w[1:] for w in words) or "Account"
     return f"{_ROOTS[kind]}:{code}-{slug}"
 

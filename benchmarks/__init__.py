@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks.run [name ...]` writes results into docs/benchmarks.md."""
