@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ProrationRule = Literal["actual_days", "kill_bill", "per_second", "thirty_day"]
-DowngradeTiming = Literal["period_end", "immediate"]
+from finance.proration import DowngradeTiming, ProrationRule
+
 
 
 class ConfigError(Exception):
