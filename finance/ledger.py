@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from finance import audit
+from finance.util import chunks
 from finance.models import Account, AccountType, JournalEntry, JournalLine, Location, PeriodLock
 
 
@@ -286,7 +287,7 @@ def post_entries(
     ]
     ids: list[int] = []
     try:
-        for chunk in _chunks(entry_rows, 2000):
+        for chunk in chunks(entry_rows, 2000):
             result = session.execute(
                 insert(JournalEntry).returning(JournalEntry.id, sort_by_parameter_order=True),
                 chunk,
@@ -308,7 +309,7 @@ def post_entries(
         for entry_id, legs in zip(ids, checked, strict=True)
         for leg in legs
     ]
-    for chunk in _chunks(line_rows, 5000):
+    for chunk in chunks(line_rows, 5000):
         session.execute(insert(JournalLine), chunk)
     if audit_each:
         for entry_id, draft in zip(ids, drafts, strict=True):
@@ -324,10 +325,6 @@ def post_entries(
         )
     return ids
 
-
-def _chunks(rows: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
-    for i in range(0, len(rows), size):
-        yield rows[i : i + size]
 
 
 def entry_legs(session: Session, entry_id: int) -> list[Leg]:

@@ -319,6 +319,7 @@ class InvoiceLine(SQLModel, table=True):
     tax_rate_ppm: int = 0
     tax_cents: int = _money()
     account_code: str = Field(max_length=10)
+    deferred_cents: int = _money()  # part posted to 2200 at issue, recognized month by month
     location_id: int = Field(foreign_key="location.id")
     service_start: date | None = None
     service_end: date | None = None  # inclusive

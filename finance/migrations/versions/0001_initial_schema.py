@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-29 06:41:06.675103
+Create Date: 2026-11-29 06:56:46.355247
 """
 
 from __future__ import annotations
@@ -575,6 +575,7 @@ def upgrade() -> None:
     sa.Column('tax_rate_ppm', sa.Integer(), nullable=False),
     sa.Column('tax_cents', sa.BigInteger(), nullable=False),
     sa.Column('account_code', sqlmodel.sql.sqltypes.AutoString(length=10), nullable=False),
+    sa.Column('deferred_cents', sa.BigInteger(), nullable=False),
     sa.Column('location_id', sa.Integer(), nullable=False),
     sa.Column('service_start', sa.Date(), nullable=True),
     sa.Column('service_end', sa.Date(), nullable=True),
