@@ -16,7 +16,11 @@ import typer
 from sqlalchemy import func, select
 
 from finance import db, ledger
+from finance.authz import Actor, NotAuthorized
+from finance.billing import BillingError
 from finance.db import StoreError
+from finance.proration import ProrationError
+from finance.tax import TaxError
 from finance.models import Member
 from finance.money import MoneyError, format_cents
 from finance.services import Services, build_services
@@ -32,11 +36,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 export_app = typer.Typer(help="Export the books to other tools.", no_args_is_help=True)
+billing_app = typer.Typer(help="Billing runs: draft, approve and issue invoices.",
+                          no_args_is_help=True)
+app.add_typer(billing_app, name="billing")
 ledger_app = typer.Typer(help="Inspect the ledger.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 app.add_typer(ledger_app, name="ledger")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+AsOpt = Annotated[
+    str | None,
+    typer.Option("--as", help="Act as this Slack user id (their role in the store applies)."),
+]
 TodayOpt = Annotated[
     str | None, typer.Option("--today", help="Pretend today is YYYY-MM-DD (reproducible runs).")
 ]
@@ -55,7 +66,8 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, StoreError, ledger.LedgerError, MoneyError, UsageError) as exc:
+        except (ConfigError, StoreError, ledger.LedgerError, MoneyError, UsageError,
+                BillingError, ProrationError, NotAuthorized, TaxError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
@@ -97,6 +109,26 @@ def _services(today: str | None = None, *, init: bool = True) -> Services:
     if init and not db.schema_is_current(services.engine):
         services.init_schema()
     return services
+
+
+def _actor(services: Services, as_user: str | None) -> Actor:
+    """The local operator, or a Slack user whose role the services will check."""
+    if as_user is None:
+        return Actor.system("cli")
+    from finance.models import SlackUser
+
+    with services.session() as session:
+        row = session.execute(
+            select(SlackUser).where(SlackUser.user_id == as_user)
+        ).scalars().first()
+    return Actor(as_user, row.team_id if row else "unknown")
+
+
+def _date(value: str, option: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{option} must be YYYY-MM-DD, got {value!r}") from None
 
 
 def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
@@ -258,3 +290,179 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --------------------------------------------------------------------------- billing
+
+
+def _engine(services: Services) -> Any:
+    from finance.billing import BillingEngine, BillingPolicy
+
+    return BillingEngine(services.chart, BillingPolicy.from_settings(services.settings))
+
+
+def _render_run(summary: dict[str, Any]) -> str:
+    if summary["already_run"]:
+        return f"billing for {summary['period']} ({summary['scope']}) already ran; nothing new"
+    head = "would create" if summary["dry_run"] else "created"
+    lines = [f"{head} {summary['invoices']} draft invoices for {summary['period']} "
+             f"({summary['scope']}): subtotal {format_cents(summary['subtotal_cents'])}, "
+             f"tax {format_cents(summary['tax_cents'])}, total {format_cents(summary['total_cents'])}"]
+    for kind, cents in summary["by_line_kind_cents"].items():
+        lines.append(f"  {kind:<16} {format_cents(cents):>14}")
+    return "\n".join(lines)
+
+
+@billing_app.command("run")
+@handle_errors
+def billing_run(
+    period: Annotated[str, typer.Option(help="Billing month YYYY-MM.")],
+    location: Annotated[str | None, typer.Option(help="Only this location code.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Preview; write nothing.")] = False,
+    as_user: AsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Draft the period's invoices (plan charges, prorations, usage, deposits, tax)."""
+    services = _services()
+    actor = _actor(services, as_user)
+    with services.session() as session:
+        result = _engine(services).run(session, period, actor=actor, location_code=location,
+                                       dry_run=dry_run)
+    summary = result.summary()
+    _emit(summary, as_json, _render_run(summary))
+
+
+@billing_app.command("issue")
+@handle_errors
+def billing_issue(
+    period: Annotated[str, typer.Option(help="Billing month YYYY-MM.")],
+    on: Annotated[str | None, typer.Option(help="Issue date (default: today).")] = None,
+    as_user: AsOpt = None,
+    today: TodayOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve and issue every draft invoice of a period (numbers, postings, member credit)."""
+    from finance.models import Invoice, InvoiceStatus
+
+    services = _services(today)
+    actor = _actor(services, as_user)
+    issue_on = _date(on, "--on") if on else services.today()
+    engine = _engine(services)
+    with services.session() as session:
+        ids = list(session.execute(
+            select(Invoice.id).where(Invoice.period == period, Invoice.status.in_(
+                [InvoiceStatus.DRAFT, InvoiceStatus.APPROVED]))  # type: ignore[attr-defined]
+            .order_by(Invoice.id)).scalars())
+        engine.approve(session, ids, actor=actor)
+        issued = engine.issue(session, ids, actor=actor, on=issue_on)
+        numbers = [n for n in session.execute(
+            select(Invoice.number).where(Invoice.id.in_(issued)).order_by(Invoice.id)  # type: ignore[union-attr]
+        ).scalars()] if issued else []
+    data = {"period": period, "issued": len(issued),
+            "first_number": numbers[0] if numbers else None,
+            "last_number": numbers[-1] if numbers else None}
+    text = (f"issued {len(issued)} invoices for {period}"
+            + (f" ({numbers[0]} … {numbers[-1]})" if numbers else ""))
+    _emit(data, as_json, text)
+
+
+def _render_breakdown(title: str, rows: list[dict[str, str]], net: int, tax: int) -> str:
+    lines = [title]
+    for row in rows:
+        lines.append(f"  {row['description']:<48} {row['service_start']}..{row['service_end']}"
+                     f"  {row['days']:>7}/{row['period_days']:<7} {row['amount']:>10}"
+                     f"  tax {row['tax']:>8}  = {row['total']:>10}")
+    lines.append(f"  net {format_cents(net)}, tax {format_cents(tax)}, "
+                 f"total {format_cents(net + tax)}")
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path | None, text: str) -> None:
+    if path is not None:
+        path.write_text(text, encoding="utf-8")
+
+
+@app.command()
+@handle_errors
+def quote(
+    member: Annotated[str, typer.Option(help="Member code or name.")],
+    to_plan: Annotated[str, typer.Option("--to-plan", help="Plan code or name.")],
+    on: Annotated[str, typer.Option(help="First day on the new plan, YYYY-MM-DD.")],
+    quantity: Annotated[int | None, typer.Option(min=1, help="New quantity.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the schedule as CSV.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Quote a plan change from the member's real subscription (equals the next invoice)."""
+    from finance.billing import BillingPolicy
+    from finance.subscriptions import quote_change
+
+    services = _services()
+    with services.session() as session:
+        q = quote_change(session, member=member, to_plan=to_plan, on=_date(on, "--on"),
+                         policy=BillingPolicy.from_settings(services.settings),
+                         quantity=quantity)
+    _write_csv(csv_out, q.proration.to_csv())
+    title = (f"{q.member_name} ({q.member_code}): {q.from_plan} -> {q.to_plan} × {q.quantity}, "
+             f"{q.direction} effective {q.effective} [{q.proration.rule}]")
+    if not q.proration.lines:
+        title += "\n  no proration: the change takes effect at the period end"
+    _emit(q.as_dict(), as_json, _render_breakdown(title, q.proration.to_rows(),
+                                                  q.proration.net_cents, q.proration.tax_cents))
+
+
+def _moment(value: str, option: str) -> date | datetime:
+    try:
+        if "T" in value:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                raise UsageError(f"{option}: a timestamp needs a zone, e.g. {value}Z")
+            return moment
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{option} must be YYYY-MM-DD or an ISO timestamp, got {value!r}") from None
+
+
+@app.command()
+@handle_errors
+def prorate(
+    price: Annotated[str, typer.Option(help="Current price per period, e.g. 600.00.")],
+    period_start: Annotated[str, typer.Option("--period-start")],
+    period_end: Annotated[str, typer.Option(
+        "--period-end", help="Last day (inclusive) or, as a timestamp, the exclusive end.")],
+    change: Annotated[str, typer.Option(help="Change date (first day on the new plan) or instant.")],
+    new_price: Annotated[str | None, typer.Option(
+        "--new-price", help="New plan price; omit to price the remaining part only.")] = None,
+    quantity: Annotated[int, typer.Option(min=1)] = 1,
+    new_quantity: Annotated[int | None, typer.Option("--new-quantity", min=1)] = None,
+    rule: Annotated[str, typer.Option(
+        help="actual_days | kill_bill | per_second | thirty_day")] = "actual_days",
+    tax_rate: Annotated[str | None, typer.Option("--tax-rate", help="Percent, e.g. 8.875.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the schedule as CSV.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A proration calculator: credit for the unused old plan, charge for the new one, tax, net."""
+    from finance import proration as pr
+    from finance.money import parse_amount
+
+    if rule not in pr.RULES:
+        raise UsageError(f"--rule must be one of {', '.join(pr.RULES)}")
+    start, end, moment = (_moment(period_start, "--period-start"),
+                          _moment(period_end, "--period-end"), _moment(change, "--change"))
+    if isinstance(start, datetime) != isinstance(end, datetime):
+        raise UsageError("--period-start and --period-end must both be dates or both timestamps")
+    period: Any = (pr.InstantPeriod(start, end) if isinstance(start, datetime)  # type: ignore[arg-type]
+                   else pr.BillingPeriod(start, end))  # type: ignore[arg-type]
+    old = pr.PlanItem("Current plan", parse_amount(price), quantity)
+    if new_price is None:
+        result = pr.prorate_join(old, period, moment, rule=rule,  # type: ignore[arg-type]
+                                 tax_rate_percent=tax_rate)
+    else:
+        new = pr.PlanItem("New plan", parse_amount(new_price), new_quantity or quantity)
+        result = pr.prorate_change(old, new, period, moment, rule=rule,  # type: ignore[arg-type]
+                                   tax_rate_percent=tax_rate, downgrade="immediate")
+    _write_csv(csv_out, result.to_csv())
+    data = {"rule": rule, "effective": str(result.effective), "lines": result.to_rows(),
+            "net_cents": result.net_cents, "tax_cents": result.tax_cents,
+            "total_cents": result.total_cents}
+    _emit(data, as_json, _render_breakdown(f"proration [{rule}] from {moment}", result.to_rows(),
+                                           result.net_cents, result.tax_cents))

@@ -225,7 +225,8 @@ class BillingEngine:
                                                  replaced=sub.id in successors,
                                                  held_deposit=(sub.member_id, sub.location_id) in held,
                                                  billed=billed):
-                draft_for(sub.member_id, sub.location_id).lines.append(line)
+                if line.amount_cents:  # a fraction worth less than half a cent bills nothing
+                    draft_for(sub.member_id, sub.location_id).lines.append(line)
 
         cutoff = self._local_cutoffs(session, p_start)
         for line, member_id in self._usage_lines(session, cutoff, taxes, p_start, location_id):
@@ -298,8 +299,9 @@ class BillingEngine:
                 sub, taxes, "Remaining time on " + item.label if sub.replaces_id
                 else f"{item.label}, prorated first period",
             )
-        # in arrears: a mid-period end in P-1
-        if sub.end_date is not None and prev_start <= sub.end_date <= prev_end:
+        # in arrears: a mid-period end whose effective day (the day after the last day of
+        # service) falls in P-1, so both sides of a change land on the same invoice
+        if sub.end_date is not None and prev_start <= sub.end_date + _DAY <= prev_end:
             end_period = period_of_subscription(sub, plan, sub.end_date)
             if sub.end_date != end_period.end:
                 yield self._fragment(

@@ -321,3 +321,34 @@ def test_dry_run_writes_nothing(services, space):
         assert count(s, Invoice) == 0
     with services.session() as s:
         assert engine(services).run(s, "2026-03", actor=MANAGER, dry_run=False).invoice_ids
+
+
+def test_two_concurrent_runs_create_one_set_of_invoices(services, space):
+    """Two runs of the same month started at once (threads, own sessions) bill once."""
+    import threading
+
+    with services.session() as s:
+        for i in range(40):
+            add_member(s, f"M-{i}", f"Member {i}", plan_id=space["plans"]["hot"],
+                       location_id=space["location"], start=date(2026, 3, 1), price_cents=30_000)
+    barrier = threading.Barrier(2)
+    results, errors = [], []
+
+    def worker() -> None:
+        try:
+            barrier.wait(timeout=10)
+            with services.session() as s:
+                results.append(engine(services).run(s, "2026-03", actor=MANAGER, dry_run=False))
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert sorted(r.already_run for r in results) == [False, True]
+    with services.session() as s:
+        assert count(s, Invoice) == 40
+        assert len({inv.idempotency_key for inv in all_rows(s, Invoice)}) == 40
