@@ -37,6 +37,7 @@ from sqlmodel import Session
 from finance import audit, ledger, proration
 from finance.authz import FINANCE_WRITERS, Actor, require_role
 from finance.ledger import Chart, EntryDraft, Leg
+from finance.bulk import insert_rows
 from finance.util import chunks
 from finance.models import (
     BillingRun,
@@ -527,12 +528,7 @@ class BillingEngine:
             }
             for d in drafts
         ]
-        ids: list[int] = []
-        for chunk in chunks(rows, 2000):
-            result = session.execute(
-                insert(Invoice).returning(Invoice.id, sort_by_parameter_order=True), chunk
-            )
-            ids.extend(r[0] for r in result)
+        ids = insert_rows(session, Invoice, rows)
         line_rows, links = [], []
         for inv_id, d in zip(ids, drafts, strict=True):
             for line in d.lines:
@@ -547,23 +543,13 @@ class BillingEngine:
                     "subscription_id": line.subscription_id,
                 })
                 links.append(line)
-        line_ids: list[int] = []
-        for chunk in chunks(line_rows, 5000):
-            result = session.execute(
-                insert(InvoiceLine).returning(InvoiceLine.id, sort_by_parameter_order=True), chunk
-            )
-            line_ids.extend(r[0] for r in result)
-        usage = [{"b_id": e, "b_line": lid} for lid, line in zip(line_ids, links, strict=True)
-                 for e in line.usage_event_ids]
-        bookings = [{"b_id": b, "b_line": lid} for lid, line in zip(line_ids, links, strict=True)
-                    for b in line.booking_ids]
-        for model, params in ((UsageEvent, usage), (Booking, bookings)):
-            if params:
-                stmt = (update(model.__table__)  # type: ignore[attr-defined]
-                        .where(model.__table__.c.id == bindparam("b_id"))  # type: ignore[attr-defined]
-                        .values(invoice_line_id=bindparam("b_line")))
-                for chunk in chunks(params, 5000):
-                    session.connection().execute(stmt, chunk)
+        line_ids = insert_rows(session, InvoiceLine, line_rows)
+        usage = [{"b_id": e, "invoice_line_id": lid}
+                 for lid, line in zip(line_ids, links, strict=True) for e in line.usage_event_ids]
+        bookings = [{"b_id": b, "invoice_line_id": lid}
+                    for lid, line in zip(line_ids, links, strict=True) for b in line.booking_ids]
+        _bulk_update(session, UsageEvent, usage)
+        _bulk_update(session, Booking, bookings)
         return ids
 
     # ------------------------------------------------------------------ approving and issuing
@@ -594,72 +580,81 @@ class BillingEngine:
         issued now (already-issued ids are skipped, so a repeat changes nothing).
         """
         require_role(session, actor, FINANCE_WRITERS, "issue invoices")
-        invoices = []
-        for chunk in chunks(list(invoice_ids), 2000):
-            invoices += list(session.execute(
-                select(Invoice).where(Invoice.id.in_(chunk),  # type: ignore[union-attr]
-                                      Invoice.status == InvoiceStatus.APPROVED)
-                .order_by(Invoice.id)
-            ).scalars())
-        if not invoices:
-            return []
         if ledger.is_locked(session, on):
             raise ledger.PeriodLocked(f"period {on:%Y-%m} is locked; issue into an open period")
-        lines_by_invoice: dict[int, list[InvoiceLine]] = defaultdict(list)
+        invoices = []
+        for chunk in chunks(sorted(set(invoice_ids)), 2000):
+            invoices += session.execute(
+                select(Invoice.id, Invoice.member_id, Invoice.location_id, Invoice.total_cents)
+                .where(Invoice.id.in_(chunk), Invoice.status == InvoiceStatus.APPROVED)  # type: ignore[union-attr]
+                .with_for_update()
+            ).all()
+        if not invoices:
+            return []
+        lines_by_invoice: dict[int, list[Any]] = defaultdict(list)
         for chunk in chunks([i.id for i in invoices], 2000):
             for line in session.execute(
-                select(InvoiceLine).where(InvoiceLine.invoice_id.in_(chunk))  # type: ignore[attr-defined]
-                .order_by(InvoiceLine.id)
-            ).scalars():
+                select(InvoiceLine.id, InvoiceLine.invoice_id, InvoiceLine.kind,
+                       InvoiceLine.amount_cents, InvoiceLine.tax_cents, InvoiceLine.account_code,
+                       InvoiceLine.location_id, InvoiceLine.service_start,
+                       InvoiceLine.service_end, InvoiceLine.subscription_id)
+                .where(InvoiceLine.invoice_id.in_(chunk)).order_by(InvoiceLine.id)  # type: ignore[attr-defined]
+            ):
                 lines_by_invoice[line.invoice_id].append(line)
         credits = member_credit_balances(session, {i.member_id for i in invoices})
         numbers = next_numbers(session, "invoice", len(invoices))
-        drafts, deposits = [], []
+        updates, deferred_updates, deposits, drafts = [], [], [], []
         for inv, number in zip(invoices, numbers, strict=True):
-            lines = lines_by_invoice[inv.id]  # type: ignore[index]
-            inv.number = f"{self.policy.invoice_prefix}-{on.year}-{number:06d}"
-            inv.issue_date = on
-            inv.due_date = on + timedelta(days=self.policy.payment_terms_days)
+            inv_number = f"{self.policy.invoice_prefix}-{on.year}-{number:06d}"
             available = credits.get(inv.member_id, 0)
             applied = max(0, min(available, inv.total_cents))
             credits[inv.member_id] = available - applied
-            inv.credit_applied_cents = applied
-            inv.status = (InvoiceStatus.PAID if inv.total_cents - applied <= 0
-                          else InvoiceStatus.OPEN)
+            updates.append({
+                "b_id": inv.id, "number": inv_number, "issue_date": on,
+                "due_date": on + timedelta(days=self.policy.payment_terms_days),
+                "credit_applied_cents": applied,
+                "status": (InvoiceStatus.PAID if inv.total_cents - applied <= 0
+                           else InvoiceStatus.OPEN).value,
+            })
             legs = [Leg("1100", inv.total_cents, inv.location_id, member_id=inv.member_id,
-                        memo=inv.number)]
-            for line in lines:
+                        memo=inv_number)]
+            for line in lines_by_invoice[inv.id]:
                 deferred = deferred_part(line, on)
-                line.deferred_cents = deferred
+                if deferred:
+                    deferred_updates.append({"b_id": line.id, "deferred_cents": deferred})
+                    legs.append(Leg("2200", -deferred, line.location_id, member_id=inv.member_id))
                 if line.amount_cents - deferred:
                     legs.append(Leg(line.account_code, -(line.amount_cents - deferred),
                                     line.location_id, member_id=inv.member_id))
-                if deferred:
-                    legs.append(Leg("2200", -deferred, line.location_id,
-                                    member_id=inv.member_id))
                 if line.tax_cents:
                     legs.append(Leg("2100", -line.tax_cents, line.location_id,
                                     member_id=inv.member_id))
                 if line.kind == LineKind.DEPOSIT:
-                    deposits.append(Deposit(member_id=inv.member_id,
-                                            subscription_id=line.subscription_id,
-                                            location_id=line.location_id,
-                                            amount_cents=line.amount_cents, received_on=on))
+                    deposits.append({"member_id": inv.member_id,
+                                     "subscription_id": line.subscription_id,
+                                     "location_id": line.location_id,
+                                     "amount_cents": line.amount_cents, "received_on": on,
+                                     "refunded_cents": 0, "status": "held"})
             merged = _merge(legs)
             if merged:  # lines that cancel out (e.g. a same-price change) post nothing
-                drafts.append((inv, EntryDraft(on, f"Invoice {inv.number}", merged,
-                                               source_type="invoice", source_id=inv.id,
-                                               idempotency_key=f"invoice:{inv.id}")))
+                drafts.append((len(updates) - 1, EntryDraft(
+                    on, f"Invoice {inv_number}", merged, source_type="invoice",
+                    source_id=inv.id, idempotency_key=f"invoice:{inv.id}")))
         entry_ids = ledger.post_entries(session, [d for _, d in drafts], actor=actor.label,
                                         audit_each=False)
-        for (inv, _), entry_id in zip(drafts, entry_ids, strict=True):
-            inv.journal_entry_id = entry_id
-        session.add_all(deposits)
+        for update_row in updates:
+            update_row["journal_entry_id"] = None
+        for (index, _), entry_id in zip(drafts, entry_ids, strict=True):
+            updates[index]["journal_entry_id"] = entry_id
+        _bulk_update(session, Invoice, updates)
+        _bulk_update(session, InvoiceLine, deferred_updates)
+        if deposits:
+            session.execute(insert(Deposit.__table__), deposits)
         audit.record(session, actor=actor.label, action="invoice.issue", entity_type="invoice",
-                     details={"count": len(invoices), "first": invoices[0].number,
-                              "last": invoices[-1].number})
+                     details={"count": len(invoices), "first": updates[0]["number"],
+                              "last": updates[-1]["number"]})
         session.flush()
-        return [i.id for i in invoices]  # type: ignore[misc]
+        return [i.id for i in invoices]
 
     def discard_draft(self, session: Session, invoice_id: int, *, actor: Actor) -> None:
         """Delete a draft (never an issued invoice) and release its usage for the next run."""
@@ -680,6 +675,18 @@ class BillingEngine:
         session.flush()
 
 
+def _bulk_update(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
+    """UPDATE many rows by id in one executemany; each row has ``b_id`` plus the new values."""
+    if not rows:
+        return
+    table = model.__table__
+    columns = [k for k in rows[0] if k != "b_id"]
+    stmt = (update(table).where(table.c.id == bindparam("b_id"))
+            .values({c: bindparam(c) for c in columns}))
+    for chunk in chunks(rows, 5000):
+        session.connection().execute(stmt, list(chunk))
+
+
 def release_usage(session: Session, invoice_id: int) -> None:
     """Unlink usage events and bookings from an invoice so the next run can bill them."""
     line_ids = select(InvoiceLine.id).where(InvoiceLine.invoice_id == invoice_id)
@@ -696,6 +703,9 @@ def deferred_part(line: InvoiceLine, issued_on: date) -> int:
     The service period is split by calendar month in proportion to days (the parts sum to the
     line); the months up to the issue month are revenue at once, later months are deferred.
     """
+    end = line.service_end or line.service_start
+    if end is None or (end.year, end.month) <= (issued_on.year, issued_on.month):
+        return 0  # earned by the end of the issue month: nothing to defer
     schedule = recognition_schedule(line)
     issue_month = _month_of(issued_on)
     return sum(cents for month, cents in schedule if month > issue_month)

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from finance import audit
+from finance.bulk import insert_rows
 from finance.util import chunks
 from finance.models import Account, AccountType, JournalEntry, JournalLine, Location, PeriodLock
 
@@ -285,15 +286,16 @@ def post_entries(
         }
         for d in drafts
     ]
-    ids: list[int] = []
+    if ctx.seen_keys:
+        taken = set()
+        for chunk in chunks(sorted(ctx.seen_keys), 1000):
+            taken |= set(session.execute(select(JournalEntry.idempotency_key).where(
+                JournalEntry.idempotency_key.in_(chunk))).scalars())  # type: ignore[union-attr]
+        if taken:
+            raise LedgerError(f"already posted: {', '.join(sorted(taken)[:5])}")
     try:
-        for chunk in chunks(entry_rows, 2000):
-            result = session.execute(
-                insert(JournalEntry).returning(JournalEntry.id, sort_by_parameter_order=True),
-                chunk,
-            )
-            ids.extend(row[0] for row in result)
-    except IntegrityError as exc:
+        ids = insert_rows(session, JournalEntry, entry_rows)
+    except IntegrityError as exc:  # a concurrent poster took a key between check and insert
         raise LedgerError("an entry with this idempotency key was already posted") from exc
     line_rows = [
         {
@@ -310,7 +312,7 @@ def post_entries(
         for leg in legs
     ]
     for chunk in chunks(line_rows, 5000):
-        session.execute(insert(JournalLine), chunk)
+        session.execute(insert(JournalLine.__table__), list(chunk))
     if audit_each:
         for entry_id, draft in zip(ids, drafts, strict=True):
             audit.record(

@@ -94,7 +94,7 @@ def ingest_usage(session: Session, events: list[UsageIn], *, actor: str) -> Inge
             "occurred_at": ev.occurred_at,
         })
     for chunk in chunks(rows, 5000):
-        session.execute(insert(UsageEvent), list(chunk))
+        session.execute(insert(UsageEvent.__table__), list(chunk))
     report.accepted = len(rows)
     if rows or report.rejected:
         audit.record(session, actor=actor, action="usage.ingest", entity_type="usage_event",

@@ -1,0 +1,47 @@
+"""Fast bulk inserts that still tell us the new ids, on SQLite and PostgreSQL.
+
+``INSERT ... RETURNING`` with ordered results degrades to one row per statement on SQLite, so
+large batches reserve their ids first and insert with plain ``executemany``:
+
+- PostgreSQL: ``nextval`` of the table's sequence, once per row, in one statement (ids are
+  unique even with concurrent writers);
+- SQLite: the transaction first takes the database's write lock (no other writer can add rows
+  until it commits), then numbers rows after the current maximum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table, func, insert, select, text
+from sqlmodel import Session
+
+from finance.util import chunks
+
+
+def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
+    if count <= 0:
+        return []
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        rows = session.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+            {"t": table.name, "n": count},
+        ).scalars().all()
+        return [int(r) for r in rows]
+    # SQLite: a write statement (even one that changes nothing) takes the write lock
+    session.execute(text("UPDATE number_sequence SET last_value = last_value WHERE 0"))
+    start = int(session.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar_one()) + 1
+    return list(range(start, start + count))
+
+
+def insert_rows(session: Session, model: Any, rows: Sequence[dict[str, Any]],
+                *, chunk: int = 5000) -> list[int]:
+    """Insert ``rows`` into ``model``'s table and return their ids in order."""
+    table: Table = model.__table__
+    ids = reserve_ids(session, table, len(rows))
+    payload = [dict(row, id=row_id) for row, row_id in zip(rows, ids, strict=True)]
+    for part in chunks(payload, chunk):
+        session.execute(insert(table), list(part))
+    return ids
