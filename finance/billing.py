@@ -364,8 +364,8 @@ class BillingEngine:
         kind = LineKind.PRORATION
         rate = taxes.rate_ppm(sub.location_id, kind, _as_date(line.service_start))
         end = _as_date(line.service_end)
-        if self.policy.rule in ("kill_bill", "per_second"):
-            end -= _DAY  # those rules report an exclusive end; invoices show the last day
+        if isinstance(line.service_end, datetime):
+            end -= _DAY  # per_second reports the exclusive end instant; invoices show the last day
         return DraftLine(
             kind, f"{description} ({_as_date(line.service_start):%b %d} – {end:%b %d, %Y}, "
             f"{line.fraction.numerator}/{line.fraction.denominator})",
