@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import BaseModel, Field
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from finance import audit
@@ -93,8 +95,12 @@ def ingest_usage(session: Session, events: list[UsageIn], *, actor: str) -> Inge
             "kind": ev.kind, "quantity": ev.quantity, "unit_price_cents": ev.unit_price_cents,
             "occurred_at": ev.occurred_at,
         })
+    table = UsageEvent.__table__  # type: ignore[attr-defined]
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # a concurrent sender of the same event is absorbed by the unique key, not an error
+    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=["source", "external_id"])
     for chunk in chunks(rows, 5000):
-        session.execute(insert(UsageEvent.__table__), list(chunk))
+        session.execute(stmt, list(chunk))
     report.accepted = len(rows)
     if rows or report.rejected:
         audit.record(session, actor=actor, action="usage.ingest", entity_type="usage_event",
