@@ -8,7 +8,7 @@ import os
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-BENCHMARKS = ["seed", "billing"]
+BENCHMARKS = ["seed", "billing", "ocr"]
 
 
 def main() -> None:

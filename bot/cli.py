@@ -152,8 +152,8 @@ def init(as_json: JsonOpt = False) -> None:
 @app.command()
 @handle_errors
 def demo(
-    members: Annotated[int, typer.Option(min=1, max=100_000, help="Members to generate.")] = 400,
-    months: Annotated[int, typer.Option(min=2, max=60, help="Months of history.")] = 24,
+    members: Annotated[int, typer.Option(min=20, max=100_000, help="Members to generate.")] = 400,
+    months: Annotated[int, typer.Option(min=4, max=60, help="Months of history.")] = 24,
     through: Annotated[
         str | None, typer.Option(help="Last full month YYYY-MM (default: last month).")
     ] = None,
@@ -178,9 +178,12 @@ def demo(
         typer.echo("The database already holds a space; showing its summary "
                    "(use --reset to rebuild the demo).", err=True)
     else:
-        result = demo_space.seed_demo(
-            services, members=members, months=months, through=through, seed=seed
-        )
+        try:
+            result = demo_space.seed_demo(
+                services, members=members, months=months, through=through, seed=seed
+            )
+        except ValueError as exc:  # refusals (bad --through, too little history) are usage errors
+            raise UsageError(str(exc)) from None
         planted = [{"kind": p.kind, "description": p.description} for p in result.planted]
     with services.session() as session:
         summary = space_summary(session, services.today())

@@ -1,9 +1,9 @@
-"""Static tables behind the demo space (DESIGN §10): locations, prices, tax rates, vendors,
-staff and name pools. Plain data only; :mod:`finance.demo` turns it into rows.
+"""Static tables behind the demo space (DESIGN §10): locations, prices, vendors, staff and
+name pools. Plain data only; :mod:`finance.demo` turns it into rows.
 
-Amounts are integer cents; tax rates are integer parts per million. Every rate, name, TIN and
-address here is made up for the demo (TINs use the 9xx/8x ranges no real SSN or EIN uses in
-this format), so nothing can be mistaken for a real jurisdiction's table.
+Amounts are integer cents. Every name, TIN and address here is made up for the demo (employee
+TINs use the 9xx area numbers no SSN uses). Sales tax rates are not here: the demo loads the
+table in knowledge/tax_rates.yaml, like the billing engine.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ class LocationSpec:
     weight: int  # share of members who call it home (percent)
     hot_cents: int  # Hot Desk, per member per month
     dedicated_cents: int  # Dedicated Desk, per desk per month
-    office_seat_cents: int  # Private Office, per seat per month (deposit: one month)
+    office_seat_cents: int  # Private Office, per seat per month
+    office_deposit_cents: int  # Private Office security deposit, per subscription
     day_pass_cents: int
     meeting_rooms: tuple[tuple[str, int, int], ...]  # (name, capacity, hourly rate in cents)
     card_last4: str  # the location's company card
@@ -32,19 +33,19 @@ class LocationSpec:
 LOCATIONS: tuple[LocationSpec, ...] = (
     LocationSpec(
         "DT", "Downtown", "America/New_York", "100 Hudson Street, New York, NY 10013", 40,
-        37_500, 60_000, 90_000, 3_500,
+        37_500, 60_000, 90_000, 180_000, 3_500,
         (("Board Room", 12, 9_000), ("Hudson Room", 6, 5_000), ("Focus Room", 4, 3_000)),
         "3017", "212",
     ),
     LocationSpec(
         "RS", "Riverside", "America/Chicago", "350 North Riverside Plaza, Chicago, IL 60606", 30,
-        27_500, 42_500, 65_000, 2_500,
+        27_500, 42_500, 65_000, 130_000, 2_500,
         (("Board Room", 10, 9_000), ("Lakeview Room", 6, 4_000)),
         "5521", "312",
     ),
     LocationSpec(
         "UT", "Uptown", "America/Los_Angeles", "1200 Sunset Boulevard, Los Angeles, CA 90026", 30,
-        32_500, 50_000, 80_000, 3_000,
+        32_500, 50_000, 80_000, 160_000, 3_000,
         (("Board Room", 12, 8_000), ("Canyon Room", 6, 4_500), ("Palm Room", 4, 3_000)),
         "8830", "213",
     ),
@@ -55,45 +56,8 @@ ANNUAL_DISCOUNT_PERCENT = 10  # Dedicated Desk — Annual: 12 months prepaid, 10
 
 # --------------------------------------------------------------------------- sales tax
 
-# Demo rates in ppm by location and invoice line kind (DESIGN §4: per location and line kind,
-# no hard-coded jurisdictions). Desk rental (membership, proration, day passes) is exempt in
-# Downtown and Uptown and taxed in Riverside. Deposits are never taxed.
-TAX_RATES: dict[str, dict[str, tuple[str, int]]] = {
-    "DT": {
-        "membership": ("Demo desk rental (exempt)", 0),
-        "proration": ("Demo desk rental (exempt)", 0),
-        "day_pass": ("Demo desk rental (exempt)", 0),
-        "virtual_office": ("Demo city mail services 8.875%", 88_750),
-        "meeting_room": ("Demo city sales tax 8.875%", 88_750),
-        "food_beverage": ("Demo city sales tax 8.875%", 88_750),
-        "printing": ("Demo city sales tax 8.875%", 88_750),
-        "event": ("Demo city sales tax 8.875%", 88_750),
-        "locker": ("Demo city sales tax 8.875%", 88_750),
-    },
-    "RS": {
-        "membership": ("Demo lease transaction tax 6%", 60_000),
-        "proration": ("Demo lease transaction tax 6%", 60_000),
-        "day_pass": ("Demo lease transaction tax 6%", 60_000),
-        "virtual_office": ("Demo mail services (exempt)", 0),
-        "meeting_room": ("Demo lease transaction tax 6%", 60_000),
-        "food_beverage": ("Demo restaurant tax 10.25%", 102_500),
-        "printing": ("Demo state sales tax 10.25%", 102_500),
-        "event": ("Demo amusement tax 9%", 90_000),
-        "locker": ("Demo lease transaction tax 6%", 60_000),
-    },
-    "UT": {
-        "membership": ("Demo desk rental (exempt)", 0),
-        "proration": ("Demo desk rental (exempt)", 0),
-        "day_pass": ("Demo desk rental (exempt)", 0),
-        "virtual_office": ("Demo mail services (exempt)", 0),
-        "meeting_room": ("Demo room rental (exempt)", 0),
-        "food_beverage": ("Demo county sales tax 9.5%", 95_000),
-        "printing": ("Demo county sales tax 9.5%", 95_000),
-        "event": ("Demo county sales tax 9.5%", 95_000),
-        "locker": ("Demo county sales tax 9.5%", 95_000),
-    },
-}
-
+# Invoice tax rates are the demo space's table in knowledge/tax_rates.yaml (loaded with
+# finance.tax.sync_tax_rates), so the demo and the billing engine tax the same way.
 # Tax included in card receipts, by location (ppm), for the Expense.tax_cents field only.
 PURCHASE_TAX_PPM = {"DT": 88_750, "RS": 102_500, "UT": 95_000}
 
@@ -175,8 +139,10 @@ VENDORS: tuple[VendorSpec, ...] = (
     VendorSpec("rent_UT", "Sunset Plaza Holdings", "5000", "81-4410261",
                "9000 Sunset Boulevard, West Hollywood, CA 90069"),
     VendorSpec("util_DT", "Con Edison", "5100", "81-4410385", "4 Irving Place, New York, NY 10003"),
-    VendorSpec("util_RS", "ComEd", "5100", "81-4410409", "10 South Dearborn Street, Chicago, IL 60603"),
-    VendorSpec("util_UT", "LADWP", "5100", "81-4410523", "111 North Hope Street, Los Angeles, CA 90012"),
+    VendorSpec("util_RS", "ComEd", "5100", "81-4410409",
+               "10 South Dearborn Street, Chicago, IL 60603"),
+    VendorSpec("util_UT", "LADWP", "5100", "81-4410523",
+               "111 North Hope Street, Los Angeles, CA 90012"),
     VendorSpec("net_DT", "Verizon Fios Business", "5200", "81-4410647",
                "1095 Avenue of the Americas, New York, NY 10036"),
     VendorSpec("net_RS", "Comcast Business", "5200", "81-4410761",
@@ -232,8 +198,8 @@ VENDORS: tuple[VendorSpec, ...] = (
                mcc="5734"),
     VendorSpec("qbo", "QuickBooks Online", "6200", "81-4413261",
                "2700 Coast Avenue, Mountain View, CA 94043", mcc="5734"),
-    VendorSpec("apple", "Apple Store", "1510", "81-4413385", "1 Apple Park Way, Cupertino, CA 95014",
-               mcc="5732"),
+    VendorSpec("apple", "Apple Store", "1510", "81-4413385",
+               "1 Apple Park Way, Cupertino, CA 95014", mcc="5732"),
     # contractors without a TIN: paid only by card (1099-K, not 1099-NEC) — a clean control
     VendorSpec("designer", "Lena Fischer Design", "6400", None,
                "22 Wicker Park Avenue, Chicago, IL 60622", is_contractor=True),
@@ -242,7 +208,7 @@ VENDORS: tuple[VendorSpec, ...] = (
                "855 East Main Avenue, Zeeland, MI 49464", mcc="5712"),
     VendorSpec("apex", "Apex Facility Services", "5400", "81-4413523",
                "3900 West 47th Street, Chicago, IL 60632"),
-    VendorSpec("summit", "Summit Electric Co.", "5400", "81-4413647",
+    VendorSpec("summit", "Summit Marketing Group", "6300", "81-4413647",
                "5800 West Adams Boulevard, Los Angeles, CA 90016"),
     VendorSpec("handyman", "Dan Kowalski Handyman", "6400", None,
                "7120 West Belmont Avenue, Chicago, IL 60634", is_contractor=True),
@@ -293,11 +259,11 @@ LAST_NAMES = (
 ).split()
 
 COMPANY_WORDS = (
-    "Alder Alpine Amberly Anchor Apex Arbor Arcadia Argent Aspen Atlas Aurora Avalon Basalt "
+    "Alder Alpine Amberly Anchor Arbor Arcadia Argent Aspen Atlas Aurora Avalon Basalt "
     "Beacon Birch Blackbird Bramble Brightwater Cardinal Cascade Cedar Celadon Cinder Cirrus "
     "Clearwater Cobalt Copper Coral Cove Crescent Crimson Cypress Dapper Delta Driftwood Ember "
     "Evergreen Falcon Fathom Fennel Fern Fieldstone Firefly Flint Foxglove Garnet Granite "
-    "Greenline Harbor Hawthorn Heron Highline Hollow Indigo Iris Ironwood Ivy Juniper Keystone "
+    "Greenline Hawthorn Heron Highline Hollow Indigo Iris Ironwood Ivy Juniper Keystone "
     "Lantern Larkspur Laurel Linden Lumen Magnolia Maple Meadow Meridian Mesa Millstone Monarch "
     "Moss Nimbus Oakridge Obsidian Onyx Orchard Osprey Paloma Pinecone Prairie Quarry Quill "
     "Redwood Ridgeline Riverbend Rowan Saffron Sage Sandstone Sequoia Silverline Sparrow "
@@ -316,4 +282,5 @@ FREEMAIL_DOMAINS = ("gmail.com", "outlook.com", "icloud.com", "yahoo.com", "prot
                     "fastmail.com")
 
 # Names the generator must not hand out at random (named and planted members, staff).
-RESERVED_COMPANY_WORDS = ("Acme", "Bluebird", "Northwind", "Kestrel")
+RESERVED_COMPANY_WORDS = ("Acme", "Bluebird", "Northwind", "Kestrel", "Harbor", "Pine", "Summit")
+RESERVED_PERSON_NAMES = ("Priya Shah", "Marcus Webb", "Lena Fischer", "Jordan Morales")
