@@ -8,6 +8,10 @@ PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 .PHONY: demo test test-fast bench lint clean
 
 $(STAMP): pyproject.toml
+	@# Tesseract is the optional second OCR engine (Debian package); RapidOCR comes from pip.
+	@command -v tesseract >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& apt-get install -y -qq tesseract-ocr tesseract-ocr-eng >/dev/null 2>&1; } \
+		|| echo "note: tesseract not installed; its OCR tests will be skipped"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
