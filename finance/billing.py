@@ -30,14 +30,14 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from finance import audit, ledger, proration
 from finance.authz import FINANCE_WRITERS, Actor, require_role
 from finance.ledger import Chart, EntryDraft, Leg
-from finance.bulk import insert_rows
+from finance.bulk import insert_rows, update_rows
 from finance.util import chunks
 from finance.models import (
     BillingRun,
@@ -548,8 +548,8 @@ class BillingEngine:
                  for lid, line in zip(line_ids, links, strict=True) for e in line.usage_event_ids]
         bookings = [{"b_id": b, "invoice_line_id": lid}
                     for lid, line in zip(line_ids, links, strict=True) for b in line.booking_ids]
-        _bulk_update(session, UsageEvent, usage)
-        _bulk_update(session, Booking, bookings)
+        update_rows(session, UsageEvent, usage)
+        update_rows(session, Booking, bookings)
         return ids
 
     # ------------------------------------------------------------------ approving and issuing
@@ -646,8 +646,8 @@ class BillingEngine:
             update_row["journal_entry_id"] = None
         for (index, _), entry_id in zip(drafts, entry_ids, strict=True):
             updates[index]["journal_entry_id"] = entry_id
-        _bulk_update(session, Invoice, updates)
-        _bulk_update(session, InvoiceLine, deferred_updates)
+        update_rows(session, Invoice, updates)
+        update_rows(session, InvoiceLine, deferred_updates)
         if deposits:
             session.execute(insert(Deposit.__table__), deposits)
         audit.record(session, actor=actor.label, action="invoice.issue", entity_type="invoice",
@@ -673,18 +673,6 @@ class BillingEngine:
         audit.record(session, actor=actor.label, action="invoice.discard", entity_type="invoice",
                      entity_id=invoice_id, details={"key": inv.idempotency_key})
         session.flush()
-
-
-def _bulk_update(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
-    """UPDATE many rows by id in one executemany; each row has ``b_id`` plus the new values."""
-    if not rows:
-        return
-    table = model.__table__
-    columns = [k for k in rows[0] if k != "b_id"]
-    stmt = (update(table).where(table.c.id == bindparam("b_id"))
-            .values({c: bindparam(c) for c in columns}))
-    for chunk in chunks(rows, 5000):
-        session.connection().execute(stmt, list(chunk))
 
 
 def release_usage(session: Session, invoice_id: int) -> None:

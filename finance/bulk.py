@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, text
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlmodel import Session
 
 from finance.util import chunks
@@ -45,3 +45,15 @@ def insert_rows(session: Session, model: Any, rows: Sequence[dict[str, Any]],
     for part in chunks(payload, chunk):
         session.execute(insert(table), list(part))
     return ids
+
+
+def update_rows(session: Session, model: Any, rows: Sequence[dict[str, Any]]) -> None:
+    """UPDATE many rows by id in one executemany; each row has ``b_id`` plus the new values."""
+    if not rows:
+        return
+    table: Table = model.__table__
+    columns = [k for k in rows[0] if k != "b_id"]
+    stmt = (update(table).where(table.c.id == bindparam("b_id"))
+            .values({c: bindparam(c) for c in columns}))
+    for part in chunks(rows, 5000):
+        session.connection().execute(stmt, list(part))

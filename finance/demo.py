@@ -62,13 +62,13 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlmodel import Session
 
 from finance import audit, demo_data
 from finance.billing import USAGE_LINE_KINDS as BILLABLE_USAGE
 from finance.billing import BillingPolicy, deferred_part, recognition_schedule
-from finance.bulk import insert_rows
+from finance.bulk import insert_rows, update_rows
 from finance.demo_data import LOCATIONS, STAFF, VENDORS, LocationSpec
 from finance.ledger import EntryDraft, Leg, period_of, post_entries
 from finance.models import (
@@ -258,12 +258,7 @@ def _insert(session: Session, model: Any, rows: list[dict[str, Any]]) -> None:
 
 def _update(session: Session, model: Any, column: str, pairs: list[tuple[int, int]]) -> None:
     """Bulk UPDATE of one column by primary key: ``pairs`` of (row id, value)."""
-    table = model.__table__
-    stmt = update(table).where(table.c.id == bindparam("row_id")).values(
-        {column: bindparam("new_value")})
-    rows = [{"row_id": row_id, "new_value": value} for row_id, value in pairs]
-    for chunk in chunks(rows, 5000):
-        session.execute(stmt, list(chunk))
+    update_rows(session, model, [{"b_id": row_id, column: value} for row_id, value in pairs])
 
 
 # --------------------------------------------------------------------------- in-memory model
