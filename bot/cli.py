@@ -90,6 +90,8 @@ def _settings() -> Settings:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.log_level != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     return settings
 
 
@@ -210,7 +212,7 @@ def _render_summary(summary: Any, planted: list[dict[str, Any]]) -> str:
         f"  locations            {summary.locations}",
         f"  members              {summary.members} ({summary.active_members} active)",
         f"  MRR                  {format_cents(summary.mrr_cents)}",
-        f"  revenue {summary.last_month}     {format_cents(summary.revenue_last_month_cents)}",
+        f"  revenue {summary.last_month}      {format_cents(summary.revenue_last_month_cents)}",
         f"  accounts receivable  {format_cents(summary.accounts_receivable_cents)}"
         f" ({summary.open_invoices} open invoices)",
         f"  cash                 {format_cents(summary.cash_cents)}",
