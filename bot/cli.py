@@ -471,3 +471,57 @@ def prorate(
             "total_cents": result.total_cents}
     _emit(data, as_json, _render_breakdown(f"proration [{rule}] from {moment}", result.to_rows(),
                                            result.net_cents, result.tax_cents))
+
+
+# --------------------------------------------------------------------------- receipts
+
+receipt_app = typer.Typer(help="Receipts: read photos and PDFs offline.", no_args_is_help=True)
+app.add_typer(receipt_app, name="receipt")
+
+
+@receipt_app.command("scan")
+@handle_errors
+def receipt_scan(
+    file: Annotated[Path, typer.Argument(help="JPEG, PNG, WebP, HEIC or PDF.")],
+    engine: Annotated[str, typer.Option(help="rapidocr (default) or tesseract.")] = "rapidocr",
+    month_first: Annotated[bool, typer.Option(
+        "--month-first", help="Read 03/04 as March 4 (default: day first).")] = False,
+    today: TodayOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """OCR a receipt and print vendor, date, total, tax, card and items with confidences."""
+    from finance.receipts import (
+        OcrFailedError,
+        OcrUnavailableError,
+        ReceiptInputError,
+        scan_receipt,
+    )
+
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+    clock = _clock(today)
+    try:
+        scan = scan_receipt(data, engine=engine,
+                            date_order="month_first" if month_first else "day_first",
+                            today=clock().date())
+    except (ReceiptInputError, OcrUnavailableError, OcrFailedError) as exc:
+        raise UsageError(str(exc)) from None
+    fields = scan.fields.as_dict()
+    data_out = {"file": str(file), "sha256": scan.sha256, "kind": str(scan.kind),
+                "engine": scan.engine, "pages": scan.pages, "ocr_ms": scan.ocr_ms,
+                "fields": fields}
+    f = scan.fields
+    lines = [
+        f"{file.name}: {scan.kind}, {scan.pages} page(s), engine {scan.engine or 'text layer'}",
+        f"  vendor   {f.vendor or '?'}  ({f.confidence.vendor}%)",
+        f"  date     {f.date or '?'}  ({f.confidence.date}%)",
+        f"  total    {format_cents(f.total_cents) if f.total_cents is not None else '?'}"
+        f"  ({f.confidence.total}%)",
+        f"  tax      {format_cents(f.tax_cents) if f.tax_cents is not None else '?'}",
+        f"  card     {('••••' + f.card_last4) if f.card_last4 else '-'}",
+    ]
+    if f.suspicious_text:
+        lines.append("  warning: the receipt contains instruction-like text; treated as data only")
+    _emit(data_out, as_json, "\n".join(lines))
