@@ -49,7 +49,6 @@ from finance.models import (
     InvoiceStatus,
     LineKind,
     Location,
-    Member,
     Plan,
     Resource,
     Subscription,
@@ -788,9 +787,3 @@ def _zone_of(session: Session, location_id: int) -> ZoneInfo:
     return ZoneInfo(loc.timezone if loc else "UTC")
 
 
-
-def member_by_code(session: Session, code: str) -> Member:
-    member = session.execute(select(Member).where(Member.code == code)).scalar_one_or_none()
-    if member is None:
-        raise BillingError(f"no member with code {code!r}")
-    return member

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from finance import audit
 from finance.authz import FINANCE_WRITERS, Actor, require_role
 from finance.billing import BillingError, BillingPolicy, period_of_subscription, plan_item
-from finance.models import LineKind, Location, Member, Plan, Subscription
+from finance.models import LineKind, Member, Plan, Subscription
 from finance.proration import PlanItem, Proration, prorate_change
 from finance.summary import in_service_on
 from finance.tax import TaxTable, ppm_to_percent
@@ -179,11 +179,3 @@ def change_plan(
                           "net_cents": quote.proration.net_cents})
     return quote, new
 
-
-def location_by_code(session: Session, code: str) -> Location:
-    loc = session.execute(
-        select(Location).where((Location.code == code) | (Location.name == code))
-    ).scalar_one_or_none()
-    if loc is None:
-        raise BillingError(f"no location {code!r}")
-    return loc
