@@ -14,7 +14,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    MetaData,
+    Table,
+    bindparam,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlmodel import Session
 
 from finance.util import chunks
@@ -48,12 +59,29 @@ def insert_rows(session: Session, model: Any, rows: Sequence[dict[str, Any]],
 
 
 def update_rows(session: Session, model: Any, rows: Sequence[dict[str, Any]]) -> None:
-    """UPDATE many rows by id in one executemany; each row has ``b_id`` plus the new values."""
+    """UPDATE many rows by id; each row has ``b_id`` plus the new values.
+
+    Small batches use one ``executemany``; large ones load a temporary table and run a single
+    ``UPDATE ... FROM`` (several times faster on both databases).
+    """
     if not rows:
         return
     table: Table = model.__table__
     columns = [k for k in rows[0] if k != "b_id"]
-    stmt = (update(table).where(table.c.id == bindparam("b_id"))
-            .values({c: bindparam(c) for c in columns}))
-    for part in chunks(rows, 5000):
-        session.connection().execute(stmt, list(part))
+    conn = session.connection()
+    if len(rows) < 2000:
+        stmt = (update(table).where(table.c.id == bindparam("b_id"))
+                .values({c: bindparam(c) for c in columns}))
+        conn.execute(stmt, list(rows))
+        return
+    tmp = Table(f"tmp_update_{table.name}", MetaData(),
+                Column("b_id", BigInteger, primary_key=True),
+                *(Column(c, table.c[c].type) for c in columns), prefixes=["TEMPORARY"])
+    tmp.create(conn)
+    try:
+        for part in chunks(rows, 10_000):
+            conn.execute(insert(tmp), list(part))
+        conn.execute(update(table).where(table.c.id == tmp.c.b_id)
+                     .values({c: tmp.c[c] for c in columns}))
+    finally:
+        tmp.drop(conn)
