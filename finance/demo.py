@@ -6,17 +6,15 @@ card payouts, deposits, annual prepaid plans with revenue recognition, vendors, 
 approvals, card expenses, payroll and budget targets. Every financial event is a balanced
 journal entry with a location.
 
-The receivables are what the real engine would have produced, so the next billing run carries
-on from them: each month has a ``BillingRun`` and one invoice per member issued on the 1st
-(key ``bill:<period>:<member id>:<location id>``, numbered from the ``invoice`` sequence,
-due after the engine's payment terms) with exactly the lines ``BillingEngine.compute`` gives:
-plan charges in advance; last month's mid-month joins and plan changes in arrears (credit for
-the unused old plan, charge for the new one, each rounded on its own by finance.proration);
-last month's usage by kind and unit price and one line per meeting-room booking; and the
-plan's deposit with a new subscription's first charge. Taxes come from knowledge/
-tax_rates.yaml. Annual lines defer the months after the issue month to 2200 and are
-recognized on the 1st of each month (``recognize:<line>:<YYYY-MM>``), posted like
-finance.receivables. The last month's usage and changes are left for the next run.
+The receivables come from the real engine (finance.billing.BillingEngine): once the space,
+members, subscriptions, usage and bookings are in, each demo month in order is run, approved
+and issued on the 1st by the system actor ``system:demo``, so every month has a ``BillingRun``
+and one invoice per member (key ``bill:<period>:<member id>:<location id>``, numbered from the
+``invoice`` sequence) with the engine's lines, taxes, deposits and postings; the next billing
+run carries on from them. Payments are posted like finance.receivables.record_payment, and
+annual lines' deferred months are recognized on the 1st of each month
+(``recognize:<line>:<YYYY-MM>``) like finance.receivables.recognize_revenue. The last month's
+usage and changes are left for the next run.
 
 It also plants one or more instances of every anomaly kind of DESIGN §5 and reports them in
 :attr:`DemoSummary.planted` with the record ids involved, while keeping the rest of the data
@@ -24,7 +22,8 @@ clean of those patterns, so a detector's precision and recall can be measured on
 
 - ``invoice_jump``: no monthly invoice but the planted one is more than 1.9x the median of
   its member's three previous invoices (upgrades fall late enough in the month, usage is
-  capped, and the rare invoice still above loses its usage).
+  capped, and a member whose quoted invoice would still be above loses that month's usage
+  before the run bills it).
 - ``duplicate_charge``: recurring vendors (rent, software, retainers) bill the same amount once
   a month on a steady day (>= 28 days apart); variable-amount vendors never have two charges
   within 0.6 % of each other in 90 days. So only the planted pairs are a same-vendor charge
@@ -62,12 +61,12 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlmodel import Session
 
 from finance import audit, demo_data
-from finance.billing import USAGE_LINE_KINDS as BILLABLE_USAGE
-from finance.billing import BillingPolicy, deferred_part, recognition_schedule
+from finance.authz import Actor
+from finance.billing import BillingEngine, BillingPolicy, RunResult, recognition_schedule
 from finance.bulk import insert_rows, update_rows
 from finance.demo_data import LOCATIONS, STAFF, VENDORS, LocationSpec
 from finance.ledger import EntryDraft, Leg, period_of, post_entries
@@ -84,9 +83,9 @@ from finance.models import (
     Interval,
     Invoice,
     InvoiceLine,
+    JournalEntry,
     Location,
     Member,
-    NumberSequence,
     Payment,
     PaymentAllocation,
     Plan,
@@ -94,14 +93,12 @@ from finance.models import (
     SlackUser,
     Subscription,
     UsageEvent,
-    UsageKind,
     Vendor,
 )
 from finance.money import format_cents, round_half_up
-from finance.proration import BillingPeriod, PlanItem, Proration, prorate_cancel, prorate_join
 from finance.receivables import CLEARING_ACCOUNT
 from finance.services import Services
-from finance.tax import TaxTable, sync_tax_rates, tax_on
+from finance.tax import sync_tax_rates
 from finance.util import chunks
 
 MIN_MEMBERS = 20
@@ -118,7 +115,8 @@ ANNUAL_MEMBERS = (3, 8, 13)  # random members that always take the annual prepai
 USAGE_CAP = Decimal("0.20")  # billable usage <= 20 % of the month's plan charge
 # invoice_jump stays clean: an upgrade's first invoice (new plan + prorated difference) stays
 # under JUMP_GUARD x the old plan, with USAGE_RESERVE of it left for usage; any organic monthly
-# invoice still above JUMP_GUARD x its trailing 3-invoice median loses its usage lines.
+# invoice whose quote (before its run) is still above JUMP_GUARD x its trailing 3-invoice median
+# loses that month's billable usage.
 JUMP_GUARD = Decimal("1.9")
 USAGE_RESERVE = Decimal("0.05")
 USAGE_LINE_KINDS = frozenset({"meeting_room", "printing", "food_beverage", "day_pass"})
@@ -242,10 +240,6 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _as_date(value: date | datetime) -> date:
-    return value.date() if isinstance(value, datetime) else value
-
-
 # Bulk writes go through Core (the model's Table), never the ORM bulk path: the ORM splits a
 # batch wherever a nullable value switches between None and not-None and splices RETURNING
 # rows run by run. Rows whose ids are needed go through finance.bulk.insert_rows.
@@ -335,55 +329,29 @@ class _Member:
 @dataclass
 class _Deposit:
     member: int
-    sub: int
     loc: int
     amount: int
     received_on: date
     refund_on: date | None = None
-    invoice: _Invoice | None = None  # the invoice that charged it; None = held before the books
-    id: int = 0
-
-
-@dataclass
-class _Line:
-    kind: str
-    description: str
-    quantity: Decimal
-    unit_price: int
-    amount: int
-    tax_ppm: int
-    tax: int
-    account: str
-    service_start: date | None
-    service_end: date | None
-    sub: int | None = None
-    bookings: list[int] = field(default_factory=list)
-    events: list[int] = field(default_factory=list)
-    deferred: int = 0  # posted to 2200 at issue, recognized month by month
-    recognize: bool = True  # False only for the planted unrecognized_deferred line
+    sub: int | None = None  # held from before the books (inserted by the demo)
+    entry: int | None = None  # the invoice entry that charged it (the engine's deposits)
     id: int = 0
 
 
 @dataclass
 class _Invoice:
+    """An invoice the billing engine issued, as read back for payments and the summary."""
+
+    id: int
+    number: str
     member: int
     loc: int
     issue: date
     period: str
-    key: str
-    lines: list[_Line] = field(default_factory=list)
-    number: str = ""
+    tax: int
+    total: int
+    entry: int | None
     paid: int = 0
-    subtotal: int = 0
-    tax: int = 0
-    total: int = 0
-    id: int = 0
-
-    def add_up(self) -> None:
-        """Set the totals from the lines (call again after changing the lines)."""
-        self.subtotal = sum(line.amount for line in self.lines)
-        self.tax = sum(line.tax for line in self.lines)
-        self.total = self.subtotal + self.tax
 
 
 @dataclass
@@ -485,8 +453,6 @@ class _Builder:
         self.rooms: dict[int, list[int]] = {}  # location -> resource indexes of meeting rooms
         self.bookings: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
-        # (member, month index) -> {"bookings": [...], "events": [...]}, billed the month after
-        self.usage: dict[tuple[int, int], dict[str, list[int]]] = {}
         self.invoices: list[_Invoice] = []
         self.payments: list[dict[str, Any]] = []
         self.allocations: list[tuple[int, int]] = []  # (payment index, invoice index)
@@ -516,10 +482,10 @@ class _Builder:
         self._insert_space_and_members()
         self._planted_bookings()
         self._generate_usage()
-        self._build_invoices()
+        self._bill_months()
         self._settle_deposits()
         self._simulate_payments()
-        self._insert_receivables()
+        self._record_receivables()
         self._people_and_vendors()
         self._generate_books()
         self._insert_books()
@@ -958,7 +924,6 @@ class _Builder:
             p.id = id_
         # the demo space's sales tax table lives in knowledge/ (the billing engine's source too)
         sync_tax_rates(s, self.settings.knowledge_path, actor=ACTOR)
-        self.taxes = TaxTable.load(s)
         member_ids = insert_rows(s, Member, [
             {"code": m.code, "kind": m.kind, "name": m.name, "email": m.email, "phone": m.phone,
              "tax_id": m.tax_id, "company_id": None, "home_location_id": self.locs[m.loc].id,
@@ -1016,16 +981,12 @@ class _Builder:
         k = self.months - 2
         first = self.month_starts[k]
         room = self.rooms[marcus.loc][0]
-        picked: list[int] = []
+        picked = 0
         day = first
-        while len(picked) < 10 and day.month == first.month:
-            if day.weekday() < 5:
-                b = self._book(marcus, room, day, 2, 6)
-                if b is not None:
-                    picked.append(b)
+        while picked < 10 and day.month == first.month:
+            if day.weekday() < 5 and self._book(marcus, room, day, 2, 6) is not None:
+                picked += 1
             day += timedelta(days=1)
-        group = self.usage.setdefault((marcus.n, k), {})
-        group.setdefault("bookings", []).extend(picked)
         self.planted_refs["jump"] = (marcus.n, k + 1)
 
     def _generate_usage(self) -> None:
@@ -1059,7 +1020,6 @@ class _Builder:
                     continue  # annual members have no billable usage; Marcus's month is planted
                 cap = round_half_up(Decimal(min(s.amount for s in active)) * USAGE_CAP)
                 spent = 0
-                group: dict[str, list[int]] = {}
                 # meeting rooms
                 p_book = 5_500 if m.kind == "company" else 1_500 if virtual else 3_000
                 if _chance(rng, p_book):
@@ -1076,7 +1036,6 @@ class _Builder:
                                            "cancelled" if cancelled else "confirmed")
                         if b_idx is not None and not cancelled:
                             spent += cost
-                            group.setdefault("bookings", []).append(b_idx)
                 # printing
                 if not virtual and _chance(rng, 3_500):
                     pages = rng.randint(4, 60)
@@ -1084,9 +1043,9 @@ class _Builder:
                     day, hh, mm = when()
                     if spent + cost <= cap:
                         spent += cost
-                        group.setdefault("events", []).append(self._event(
+                        self._event(
                             m, "papercut", f"pc-{tag}-1", "print", pages,
-                            demo_data.PRINT_PAGE_CENTS, self._at(day, hh, mm, m.loc)))
+                            demo_data.PRINT_PAGE_CENTS, self._at(day, hh, mm, m.loc))
                 # coffee bar
                 for j in range(rng.choices((0, 1, 2), (35, 40, 25))[0]):
                     qty = rng.randint(1, 2)
@@ -1094,20 +1053,18 @@ class _Builder:
                     day, hh, mm = when()
                     if spent + qty * price <= cap:
                         spent += qty * price
-                        group.setdefault("events", []).append(self._event(
+                        self._event(
                             m, "square", f"sq-{tag}-{j + 1}", "coffee", qty, price,
-                            self._at(day, hh, mm, m.loc)))
+                            self._at(day, hh, mm, m.loc))
                 # guest day passes
                 if _chance(rng, 1_000 if virtual else 600):
                     price = loc.spec.day_pass_cents
                     day, hh, mm = when()
                     if spent + price <= cap:
                         spent += price
-                        group.setdefault("events", []).append(self._event(
+                        self._event(
                             m, "nexudus", f"dp-{tag}-1", "day_pass", 1, price,
-                            self._at(day, hh, mm, m.loc)))
-                if group:
-                    self.usage[(m.n, k)] = group
+                            self._at(day, hh, mm, m.loc))
 
     def _event(self, m: _Member, source: str, external_id: str, kind: str, quantity: int,
                unit: int, at: datetime) -> int:
@@ -1119,187 +1076,143 @@ class _Builder:
         })
         return len(self.events) - 1
 
-    # ------------------------------------------------------------------ invoices
+    # ------------------------------------------------------------------ billing (the engine)
 
-    def _line(self, loc: int, kind: str, description: str, amount: int, *, on: date | None,
-              quantity: Decimal = Decimal(1), unit: int | None = None,
-              account: str | None = None, desk_type: str | None = None,
-              start: date | None = None, end: date | None = None,
-              sub: int | None = None) -> _Line:
-        """An invoice line taxed like the billing engine: the location's rate for the kind on
-        ``on``, on the rounded amount (deposits are never taxed)."""
-        rate = 0 if kind == "deposit" or on is None else \
-            self.taxes.rate_ppm(self.locs[loc].id, kind, on)
-        return _Line(
-            kind=kind, description=description[:300], quantity=quantity,
-            unit_price=amount if unit is None else unit, amount=amount, tax_ppm=rate,
-            tax=tax_on(amount, rate),
-            account=account or self.chart.revenue_account(kind, desk_type),
-            service_start=start, service_end=end, sub=sub,
-        )
-
-    def _fragment(self, sub: _Sub, result: Proration, description: str) -> _Line:
-        """A prorated part of a period (finance.billing's ``_fragment``)."""
-        (part,) = result.lines
-        start, end = _as_date(part.service_start), _as_date(part.service_end)
-        if isinstance(part.service_end, datetime):
-            end -= timedelta(days=1)  # per_second reports the exclusive end instant
-        return self._line(
-            sub.loc, "proration", f"{description} ({start:%b %d} – {end:%b %d, %Y}, "
-            f"{part.fraction.numerator}/{part.fraction.denominator})", part.amount_cents,
-            on=start, quantity=Decimal(sub.quantity), unit=sub.plan.price, start=start, end=end,
-            sub=sub.n)
-
-    def _item(self, sub: _Sub) -> PlanItem:
-        return PlanItem(sub.plan.name, sub.plan.price, sub.quantity)
-
-    def _build_invoices(self) -> None:
-        """One invoice per member and month, issued on the 1st, with what the billing engine's
-        run for that month bills: advance charges, last month's prorations and usage, and a
-        new subscription's deposit."""
-        successors = {s.replaces for s in self.subs if s.replaces is not None}
-        for sub in self.subs:  # deposits held before the books start
+    def _bill_months(self) -> None:
+        """Bill every demo month through finance.billing's BillingEngine, in order: a run, an
+        approval and the issue on the 1st. Deposits held from before the books and all usage
+        are inserted first (the engine bills last month's usage in each run)."""
+        s = self.session
+        for sub in self.subs:  # deposits held before the books start (the engine skips them)
             m = self.members[sub.member]
             if sub.plan.deposit and sub.replaces is None and sub.start < self.range_start \
                     and m.deposit is None:
                 m.deposit = len(self.deposits)
-                self.deposits.append(_Deposit(m.n, sub.n, sub.loc, sub.plan.deposit, sub.start))
+                self.deposits.append(_Deposit(m.n, sub.loc, sub.plan.deposit, sub.start,
+                                              sub=sub.n))
+        dep_ids = insert_rows(s, Deposit, [
+            {"member_id": self.members[d.member].id, "subscription_id": self.subs[d.sub].id,
+             "location_id": self.locs[d.loc].id, "amount_cents": d.amount,
+             "received_on": d.received_on, "refunded_cents": 0, "refunded_on": None,
+             "status": "held", "journal_entry_id": None, "refund_journal_entry_id": None}
+            for d in self.deposits if d.sub is not None
+        ])
+        for d, id_ in zip(self.deposits, dep_ids, strict=True):
+            d.id = id_
+        for model, items in ((Booking, self.bookings), (UsageEvent, self.events)):
+            ids = insert_rows(s, model, [{k: v for k, v in row.items() if not k.startswith("_")}
+                                         for row in items])
+            for row, id_ in zip(items, ids, strict=True):
+                row["id"] = id_
+        engine = BillingEngine(self.chart, BillingPolicy.from_settings(self.settings))
+        actor = Actor.system(ACTOR)
+        # held for the runs: the session's identity map keeps only referenced objects, and the
+        # engine looks each booking's location up by id
+        held = list(s.execute(select(Location)).scalars())
+        history: dict[int, list[int]] = defaultdict(list)  # member id -> invoice totals
+        self._drops: list[tuple[list[int], list[int]]] = []
+        for k, first in enumerate(self.month_starts):
+            period = period_of(first)
+            while True:  # at most twice: a run with a jump is rolled back and run again
+                savepoint = s.begin_nested()
+                result = engine.run(s, period, actor=actor, dry_run=False)
+                if not self._keep_steady(result, k, history):
+                    savepoint.commit()
+                    break
+                savepoint.rollback()
+                self._drop_usage()
+            engine.approve(s, result.invoice_ids, actor=actor)
+            engine.issue(s, result.invoice_ids, actor=actor, on=first)
+            for draft in result.invoices:
+                history[draft.member_id].append(draft.total_cents)
+        del held
+        # usage dropped by _keep_steady never happened
+        self.bookings = [b for b in self.bookings if not b.get("_dropped")]
+        self.events = [e for e in self.events if not e.get("_dropped")]
+        self._load_receivables()
+
+    def _keep_steady(self, result: RunResult, k: int, history: dict[int, list[int]]) -> bool:
+        """Keep organic invoices clear of the invoice_jump pattern. A member whose drafted
+        invoice exceeds JUMP_GUARD x the median of their three previous ones loses the usage
+        it bills: those events and bookings are deleted from the space (they never happened).
+        Returns True when usage is to be dropped; the caller then rolls the run back, deletes
+        it (_drop_usage, outside the run's savepoint) and runs the month again."""
         jump_member, jump_k = self.planted_refs["jump"]
-        for m in self.members:
-            subs = [self.subs[i] for i in m.subs]
-            history: list[_Invoice] = []
-            for k, first in enumerate(self.month_starts):
-                lines: list[_Line] = []
-                for s in subs:
-                    lines += self._subscription_lines(m, s, k, s.n in successors)
-                if k > 0:
-                    lines += self._usage_lines(m, k - 1)
-                lines = [line for line in lines if line.amount]
-                if not lines:
+        jump_id = self.members[jump_member].id
+        events: list[int] = []
+        bookings: list[int] = []
+        for draft in result.invoices:
+            past = history[draft.member_id][-3:]
+            if len(past) < 3 or (draft.member_id, k) == (jump_id, jump_k):
+                continue
+            if draft.total_cents <= JUMP_GUARD * sorted(past)[1]:
+                continue
+            for line in draft.lines:
+                if line.kind in USAGE_LINE_KINDS:
+                    events += line.usage_event_ids
+                    bookings += line.booking_ids
+        if not events and not bookings:
+            return False
+        self._drops.append((events, bookings))
+        return True
+
+    def _drop_usage(self) -> None:
+        for events, bookings in self._drops:
+            for model, rows, ids in ((UsageEvent, self.events, events),
+                                     (Booking, self.bookings, bookings)):
+                if not ids:
                     continue
-                period = period_of(first)
-                inv = _Invoice(m.n, m.loc, first, period,
-                               f"bill:{period}:{m.id}:{self.locs[m.loc].id}", lines)
-                inv.add_up()
-                for line in lines:
-                    if line.kind == "deposit":
-                        m.deposit = len(self.deposits)
-                        self.deposits.append(_Deposit(m.n, line.sub, m.loc,  # type: ignore[arg-type]
-                                                      line.amount, first, invoice=inv))
-                if (m.n, k) == (jump_member, jump_k):
-                    self.planted_refs["jump_invoice"] = inv
-                else:
-                    self._keep_steady(inv, history)
-                history.append(inv)
-                self.invoices.append(inv)
-        self.invoices.sort(key=lambda inv: (inv.issue, inv.member))
-        row = self.session.get(NumberSequence, "invoice")
-        self.number_start = row.last_value if row is not None else 0
-        prefix = self.settings.invoice_prefix
-        for i, inv in enumerate(self.invoices):
-            inv.number = f"{prefix}-{inv.issue.year}-{self.number_start + i + 1:06d}"
+                table = model.__table__  # type: ignore[union-attr]
+                for chunk in chunks(sorted(ids), 2000):
+                    self.session.execute(delete(table).where(table.c.id.in_(chunk)))
+                gone = set(ids)
+                for row in rows:
+                    if row["id"] in gone:
+                        row["_dropped"] = True
+        self._drops.clear()
 
-    def _subscription_lines(self, m: _Member, s: _Sub, k: int, replaced: bool) -> list[_Line]:
-        first = self.month_starts[k]
-        last = _month_end(first)
-        item = self._item(s)
-        rule = self.settings.proration_rule
-        out: list[_Line] = []
-        # in advance: the billing period starting this month
-        if s.plan.annual:
-            if s.in_service(first) and s.start.month == first.month:
-                end = _add_months(first, 12) - timedelta(days=1)
-                line = self._line(
-                    s.loc, "membership", f"{item.label} ({first:%b %d} – {end:%b %d, %Y})",
-                    s.amount, on=first, quantity=Decimal(s.quantity), unit=s.plan.price,
-                    desk_type=s.plan.desk_type, start=first, end=end, sub=s.n)
-                line.deferred = deferred_part(self._line_row(line), first)
-                line.recognize = m.n != self.named["kestrel"].n
-                out.append(line)
-        elif s.in_service(first):
-            out.append(self._line(
-                s.loc, "membership", f"{item.label} ({first:%b %d} – {last:%b %d, %Y})",
-                s.amount, on=first, quantity=Decimal(s.quantity), unit=s.plan.price,
-                desk_type=s.plan.desk_type, start=first, end=last, sub=s.n))
-        if k > 0 and not s.plan.annual:
-            # in arrears: a start or an end in the middle of last month
-            prev = self.month_starts[k - 1]
-            period = BillingPeriod(prev, _month_end(prev))
-            if prev < s.start <= period.end:
-                out.append(self._fragment(s, prorate_join(item, period, s.start, rule=rule),
-                                          "Remaining time on " + item.label if s.replaces
-                                          is not None else f"{item.label}, prorated first period"))
-            if s.end is not None and prev <= s.end < period.end:
-                out.append(self._fragment(s, prorate_cancel(item, period, s.end, rule=rule),
-                                          "Unused time on " + item.label if replaced else
-                                          f"Unused time on {item.label} after cancellation"))
-        # a new subscription's deposit, with its first charge
-        if s.plan.deposit and s.replaces is None and m.deposit is None:
-            first_billed = s.start if s.start.day == 1 else _add_months(s.start.replace(day=1), 1)
-            if first_billed.replace(day=1) == first:
-                out.append(self._line(s.loc, "deposit", f"Security deposit ({s.plan.name})",
-                                      s.plan.deposit, on=None, sub=s.n))
-        return out
-
-    @staticmethod
-    def _line_row(line: _Line) -> InvoiceLine:
-        """The line as an (unsaved) InvoiceLine, for finance.billing's schedule helpers."""
-        return InvoiceLine(invoice_id=0, kind=line.kind, description=line.description,
-                           amount_cents=line.amount, account_code=line.account, location_id=0,
-                           service_start=line.service_start, service_end=line.service_end)
-
-    def _usage_lines(self, m: _Member, k: int) -> list[_Line]:
-        """Month ``k``'s usage the way the billing engine bills it: one line per kind and unit
-        price, one line per meeting-room booking."""
-        group = self.usage.get((m.n, k))
-        if not group:
-            return []
-        tax_day = _add_months(self.month_starts[k], 1) - timedelta(days=1)
-        lines: list[_Line] = []
-        by_price: dict[tuple[str, int], list[int]] = defaultdict(list)
-        for e in group.get("events", []):
-            by_price[(self.events[e]["kind"], self.events[e]["unit_price_cents"])].append(e)
-        for (kind, price), picks in sorted(by_price.items()):
-            line_kind, label, unit = BILLABLE_USAGE[UsageKind(kind)]
-            qty = sum(self.events[e]["quantity"] for e in picks)
-            stamps = [self.events[e]["occurred_at"] for e in picks]
-            line = self._line(
-                m.loc, line_kind, f"{label}: {qty} {unit}{'s' if qty != 1 else ''} × "
-                f"${price // 100}.{price % 100:02d}", qty * price, on=tax_day,
-                quantity=Decimal(qty), unit=price, start=min(stamps).date(),
-                end=max(stamps).date())
-            line.events = picks
-            lines.append(line)
-        tz = self.locs[m.loc].tz
-        for b in sorted(group.get("bookings", []), key=lambda b: self.bookings[b]["start_at"]):
-            booking = self.bookings[b]
-            start, end = booking["start_at"].astimezone(tz), booking["end_at"].astimezone(tz)
-            hours = (Decimal((end - start).seconds // 60) / 60).quantize(Decimal("0.01"))
-            line = self._line(
-                m.loc, "meeting_room", f"{self.resources[booking['_room']]['name']}, "
-                f"{start:%b %d %H:%M}–{end:%H:%M}", booking["amount_cents"], on=start.date(),
-                quantity=hours, unit=0, start=start.date(), end=end.date())
-            line.bookings = [b]
-            lines.append(line)
-        return lines
-
-    def _keep_steady(self, inv: _Invoice, history: list[_Invoice]) -> None:
-        """Keep organic invoices clear of the invoice_jump pattern: an invoice above
-        JUMP_GUARD x the median of the member's three previous ones loses its usage (those
-        events and bookings are dropped from the space)."""
-        if len(history) < 3:
-            return
-        median = sorted(h.total for h in history[-3:])[1]
-        if inv.total <= JUMP_GUARD * median:
-            return
-        for line in inv.lines:
-            if line.kind in USAGE_LINE_KINDS:
-                for b in line.bookings:
-                    self.bookings[b]["_dropped"] = True
-                for e in line.events:
-                    self.events[e]["_dropped"] = True
-        inv.lines = [line for line in inv.lines if line.kind not in USAGE_LINE_KINDS]
-        inv.add_up()
+    def _load_receivables(self) -> None:
+        """Read back what the engine issued: invoices, the deposits it charged, the planted
+        invoices' details."""
+        s = self.session
+        loc_of = {loc.id: loc.idx for loc in self.locs}
+        member_of = {m.id: m for m in self.members}
+        inv_t = Invoice.__table__.c  # type: ignore[attr-defined]
+        dep_t = Deposit.__table__.c  # type: ignore[attr-defined]
+        line_t = InvoiceLine.__table__.c  # type: ignore[attr-defined]
+        for row in s.execute(
+            select(inv_t.id, inv_t.number, inv_t.member_id, inv_t.location_id, inv_t.period,
+                   inv_t.issue_date, inv_t.tax_cents, inv_t.total_cents, inv_t.journal_entry_id)
+            .order_by(inv_t.issue_date, inv_t.member_id, inv_t.id)
+        ):
+            self.invoices.append(_Invoice(
+                id=row.id, number=row.number, member=member_of[row.member_id].n,
+                loc=loc_of[row.location_id], issue=row.issue_date, period=row.period,
+                tax=row.tax_cents, total=row.total_cents, entry=row.journal_entry_id))
+        entry_of = {(inv.member, inv.issue): inv.entry for inv in self.invoices}
+        for row in s.execute(
+            select(dep_t.id, dep_t.member_id, dep_t.location_id, dep_t.amount_cents,
+                   dep_t.received_on)
+            .where(dep_t.received_on >= self.range_start).order_by(dep_t.id)
+        ):
+            m = member_of[row.member_id]
+            m.deposit = len(self.deposits)
+            self.deposits.append(_Deposit(m.n, loc_of[row.location_id], row.amount_cents,
+                                          row.received_on, id=row.id,
+                                          entry=entry_of[(m.n, row.received_on)]))
+        jump_member, jump_k = self.planted_refs["jump"]
+        jump_period = period_of(self.month_starts[jump_k])
+        jump = next(inv for inv in self.invoices
+                    if inv.member == jump_member and inv.period == jump_period)
+        hours = s.execute(select(func.sum(line_t.quantity)).where(
+            line_t.invoice_id == jump.id, line_t.kind == "meeting_room")).scalar_one()
+        self.planted_refs["jump_invoice"] = (jump, Decimal(hours or 0))
+        self.deferred_lines = list(s.execute(
+            select(line_t.id, line_t.invoice_id, line_t.kind, line_t.amount_cents,
+                   line_t.account_code, line_t.location_id, line_t.service_start,
+                   line_t.service_end)
+            .where(line_t.deferred_cents > 0).order_by(line_t.id)
+        ))
 
     # ------------------------------------------------------------------ payments
 
@@ -1338,60 +1251,10 @@ class _Builder:
 
     # ------------------------------------------------------------------ inserts (AR)
 
-    def _insert_receivables(self) -> None:
+    def _record_receivables(self) -> None:
+        """Payments and their allocations (posted in _journal like receivables.record_payment),
+        invoice and deposit states, and business-date timestamps on the engine's rows."""
         s = self.session
-        runs = []
-        per_period: dict[str, int] = defaultdict(int)
-        for inv in self.invoices:
-            per_period[inv.period] += 1
-        for first in self.month_starts:
-            count = per_period[period_of(first)]
-            runs.append({"period": period_of(first), "scope": "all", "status": "issued",
-                         "started_at": self._at(first, 5, 0, 0),
-                         "finished_at": self._at(first, 5, 2, 0), "invoices_created": count,
-                         "started_by": "U0MANAGER1"})
-        run_ids = dict(zip([r["period"] for r in runs], insert_rows(s, BillingRun, runs),
-                           strict=True))
-        terms = timedelta(days=BillingPolicy.from_settings(self.settings).payment_terms_days)
-        inv_ids = insert_rows(s, Invoice, [
-            {"number": inv.number, "idempotency_key": inv.key,
-             "member_id": self.members[inv.member].id, "location_id": self.locs[inv.loc].id,
-             "billing_run_id": run_ids[inv.period], "period": inv.period,
-             "status": "paid" if inv.paid >= inv.total else "open",
-             "currency": "USD", "issue_date": inv.issue, "due_date": inv.issue + terms,
-             "subtotal_cents": inv.subtotal, "tax_cents": inv.tax, "total_cents": inv.total,
-             "credit_applied_cents": 0, "amount_paid_cents": inv.paid,
-             "journal_entry_id": None, "memo": None,
-             "created_at": self._at(inv.issue, 5, 1, inv.loc),
-             "approved_by": "U0MANAGER1", "voided_at": None}
-            for inv in self.invoices
-        ])
-        for inv, id_ in zip(self.invoices, inv_ids, strict=True):
-            inv.id = id_
-        lines = [(inv, line) for inv in self.invoices for line in inv.lines]
-        line_ids = insert_rows(s, InvoiceLine, [
-            {"invoice_id": inv.id, "kind": line.kind, "description": line.description,
-             "quantity": line.quantity, "unit_price_cents": line.unit_price,
-             "amount_cents": line.amount, "tax_rate_ppm": line.tax_ppm, "tax_cents": line.tax,
-             "account_code": line.account, "deferred_cents": line.deferred,
-             "location_id": self.locs[inv.loc].id,
-             "service_start": line.service_start, "service_end": line.service_end,
-             "subscription_id": None if line.sub is None else self.subs[line.sub].id}
-            for inv, line in lines
-        ])
-        for (_, line), id_ in zip(lines, line_ids, strict=True):
-            line.id = id_
-            for b in line.bookings:
-                self.bookings[b]["invoice_line_id"] = id_
-            for e in line.events:
-                self.events[e]["invoice_line_id"] = id_
-        # usage dropped by _keep_steady never happened
-        self.bookings = [b for b in self.bookings if not b.get("_dropped")]
-        self.events = [e for e in self.events if not e.get("_dropped")]
-        _insert(s, Booking, [{k: v for k, v in b.items() if not k.startswith("_")}
-                             for b in self.bookings])
-        _insert(s, UsageEvent, [{k: v for k, v in e.items() if not k.startswith("_")}
-                                for e in self.events])
         pay_ids = insert_rows(s, Payment, self.payments)
         for row, id_ in zip(self.payments, pay_ids, strict=True):
             row["id"] = id_
@@ -1400,22 +1263,26 @@ class _Builder:
              "amount_cents": self.payments[p]["amount_cents"]}
             for p, i in self.allocations
         ])
-        dep_ids = insert_rows(s, Deposit, [
-            {"member_id": self.members[d.member].id, "subscription_id": self.subs[d.sub].id,
-             "location_id": self.locs[d.loc].id, "amount_cents": d.amount,
-             "received_on": d.received_on,
-             "refunded_cents": d.amount if d.refund_on else 0, "refunded_on": d.refund_on,
-             "status": "refunded" if d.refund_on else "held", "journal_entry_id": None,
-             "refund_journal_entry_id": None}
-            for d in self.deposits
+        update_rows(s, Invoice, [
+            {"b_id": inv.id, "status": "paid" if inv.paid >= inv.total else "open",
+             "amount_paid_cents": inv.paid, "created_at": self._at(inv.issue, 5, 1, inv.loc)}
+            for inv in self.invoices
         ])
-        for d, id_ in zip(self.deposits, dep_ids, strict=True):
-            d.id = id_
-        seq = self.session.get(NumberSequence, "invoice")
-        if seq is None:
-            s.add(NumberSequence(name="invoice", last_value=self.number_start + len(self.invoices)))
-        else:
-            seq.last_value = self.number_start + len(self.invoices)
+        update_rows(s, Deposit, [{"b_id": d.id, "journal_entry_id": d.entry}
+                                 for d in self.deposits if d.entry is not None])
+        update_rows(s, Deposit, [
+            {"b_id": d.id, "refunded_cents": d.amount, "refunded_on": d.refund_on,
+             "status": "refunded"}
+            for d in self.deposits if d.refund_on is not None
+        ])
+        run_t = BillingRun.__table__.c  # type: ignore[attr-defined]
+        runs = s.execute(select(run_t.id, run_t.period).order_by(run_t.id)).all()
+        update_rows(s, BillingRun, [
+            {"b_id": run_id, "status": "issued",
+             "started_at": self._at(_parse_month(period), 5, 0, 0),
+             "finished_at": self._at(_parse_month(period), 5, 2, 0)}
+            for run_id, period in runs
+        ])
 
     # ------------------------------------------------------------------ people and vendors
 
@@ -1825,40 +1692,25 @@ class _Builder:
             self._post(self.range_start, 0, f"Opening balances — {loc.spec.name}", legs,
                        "opening", None, *[("deposit", i, "journal_entry_id")
                                           for i in held[loc.idx]])
-        # invoices, posted like BillingEngine.issue: A/R, revenue (deferred part to 2200), tax
-        dep_of_invoice = {id(dep.invoice): i for i, dep in enumerate(self.deposits)
-                          if dep.invoice is not None}
-        for i, inv in enumerate(self.invoices):
-            loc_id = locs[inv.loc].id
-            m = self.members[inv.member]
-            credits: dict[str, int] = {}  # insertion-ordered, like billing._merge
-            for line in inv.lines:
-                for account, cents in (("2200", line.deferred),
-                                       (line.account, line.amount - line.deferred),
-                                       ("2100", line.tax)):
-                    credits[account] = credits.get(account, 0) + cents
-            legs = [Leg("1100", inv.total, loc_id, member_id=m.id, memo=inv.number)]
-            legs += [Leg(account, -cents, loc_id, member_id=m.id)
-                     for account, cents in credits.items() if cents]
-            targets = [("invoice", i, "journal_entry_id")]
-            if id(inv) in dep_of_invoice:
-                targets.append(("deposit", dep_of_invoice[id(inv)], "journal_entry_id"))
-            self._post(inv.issue, 1, f"Invoice {inv.number}", legs, "invoice", inv.id,
-                       *targets, key=f"invoice:{inv.id}")
-            # deferred revenue, recognized like receivables.recognize_revenue (the planted
-            # unrecognized_deferred line is skipped)
+        # deferred revenue of the engine's annual lines, recognized like
+        # receivables.recognize_revenue (the planted unrecognized_deferred line is skipped)
+        invoice_of = {inv.id: inv for inv in self.invoices}
+        kestrel = self.named["kestrel"].n
+        for line in self.deferred_lines:
+            inv = invoice_of[line.invoice_id]
+            if inv.member == kestrel:
+                continue
+            member_id = self.members[inv.member].id
             issue_month = period_of(inv.issue)
-            for line in inv.lines:
-                if not line.deferred or not line.recognize:
-                    continue
-                for month, cents in recognition_schedule(self._line_row(line)):
-                    first = date(int(month[:4]), int(month[5:]), 1)
-                    if issue_month < month and first <= self.range_end and cents:
-                        self._post(max(first, inv.issue), 2,
-                                   f"Recognize {month} of invoice line {line.id}",
-                                   [Leg("2200", cents, loc_id, member_id=m.id),
-                                    Leg(line.account, -cents, loc_id, member_id=m.id)],
-                                   "recognition", line.id, key=f"recognize:{line.id}:{month}")
+            for month, cents in recognition_schedule(line):  # type: ignore[arg-type]
+                first = date(int(month[:4]), int(month[5:]), 1)
+                if issue_month < month and first <= self.range_end and cents:
+                    self._post(max(first, inv.issue), 2,
+                               f"Recognize {month} of invoice line {line.id}",
+                               [Leg("2200", cents, line.location_id, member_id=member_id),
+                                Leg(line.account_code, -cents, line.location_id,
+                                    member_id=member_id)],
+                               "recognition", line.id, key=f"recognize:{line.id}:{month}")
         # payments, like receivables.record_payment: card to the processor clearing account,
         # cash and checks to undeposited funds, ACH straight to the bank
         payouts: dict[tuple[int, date], list[int]] = defaultdict(list)
@@ -2013,7 +1865,9 @@ class _Builder:
             members=len(self.members), active_members=len(active), locations=len(self.locs),
             invoices=len(self.invoices), payments=len(self.payments),
             expenses=len(self.expenses), bills=len(self.bills), usage_events=len(self.events),
-            bookings=len(self.bookings), journal_entries=len(self.drafts),
+            bookings=len(self.bookings),
+            journal_entries=int(self.session.execute(
+                select(func.count()).select_from(JournalEntry)).scalar_one()),
             first_month=period_of(self.first), last_month=period_of(self.last),
             mrr_cents=self._mrr(day), planted=self._planted(),
         )
@@ -2030,15 +1884,14 @@ class _Builder:
         def vendor(key: str) -> list[int]:
             return [self.vendor_ids[key]]
 
-        jump: _Invoice = refs["jump_invoice"]
-        hours = sum((line.quantity for line in jump.lines if line.kind == "meeting_room"),
-                    Decimal(0))
+        jump, hours = refs["jump_invoice"]
         marcus = named["marcus"]
         dep = self.deposits[refs["misposted_deposit"]]
         kestrel = named["kestrel"]
-        deferred, deferred_line = next((inv, line) for inv in self.invoices
-                                       if inv.member == kestrel.n
-                                       for line in inv.lines if line.deferred)
+        invoice_of = {inv.id: inv for inv in self.invoices}
+        deferred_line = next(line for line in self.deferred_lines
+                             if invoice_of[line.invoice_id].member == kestrel.n)
+        deferred = invoice_of[deferred_line.invoice_id]
         moonlight = self.employee_ids[demo_data.MOONLIGHTING_EMPLOYEE]
         handyman_bills = bills(refs["handyman"], 3)
         handyman_total = sum(b.amount for b in self.bills[refs["handyman"]:refs["handyman"] + 3])

@@ -24,7 +24,9 @@ from finance.demo import DemoSummary, seed_demo
 from finance.models import (
     Account,
     Approval,
+    AuditLog,
     Bill,
+    BillingRun,
     Booking,
     Deposit,
     Employee,
@@ -518,6 +520,23 @@ def test_only_the_planted_items_break_payables_rules(s, result):
     assert over == planted(result, "contractor_missing_tin", "vendor")
     card_only = next(v for v in vendors.values() if v.name == "Lena Fischer Design")
     assert card_only.tin is None and any(b.vendor_id == card_only.id for b in bills)
+
+
+def test_the_billing_engine_billed_every_demo_month(s, result):
+    """Each month was run, approved and issued by BillingEngine as the system actor."""
+    runs = rows(s, select(BillingRun.period, BillingRun.scope, BillingRun.status,
+                          BillingRun.invoices_created, BillingRun.started_by)
+                .order_by(BillingRun.period))
+    assert [r[0] for r in runs] == [f"{2025 + (10 + k) // 12}-{(10 + k) % 12 + 1:02d}"
+                                    for k in range(12)]
+    assert {(r[1], r[2], r[4]) for r in runs} == {("all", "issued", "system:demo")}
+    assert sum(r[3] for r in runs) == result.invoices
+    actions = dict(rows(s, select(AuditLog.action, func.count())
+                        .where(AuditLog.actor == "system:demo").group_by(AuditLog.action)))
+    assert actions["billing.run"] == actions["invoice.issue"] == 12
+    assert set(rows_scalar(s, select(Invoice.approved_by).distinct())) == {"system:demo"}
+    issued = rows(s, select(Invoice.period, Invoice.issue_date).distinct())
+    assert all(day == date(int(p[:4]), int(p[5:]), 1) for p, day in issued)
 
 
 def test_the_billing_engine_computes_the_same_invoices(seeded):
