@@ -10,7 +10,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -55,20 +54,10 @@ def fresh_services(backend: str) -> Iterator[Services]:
             finally:
                 engine.dispose()
         return
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    engine = db.make_engine(PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    svc = build_services(settings, clock=lambda: FIXED_NOW, engine=engine)
-    svc.init_schema(fast=True)
-    try:
+    with db.scratch_postgres_schema(PG_URL, "bench") as engine:
+        svc = build_services(settings, clock=lambda: FIXED_NOW, engine=engine)
+        svc.init_schema(fast=True)
         yield svc
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -187,3 +187,27 @@ def ping(engine: Engine) -> None:
             f"cannot reach the database at {engine.url.render_as_string(hide_password=True)}: "
             f"{type(exc).__name__}"
         ) from exc
+
+
+@contextmanager
+def scratch_postgres_schema(url: str, prefix: str = "scratch") -> Iterator[Engine]:
+    """An engine on a new, empty PostgreSQL schema that is dropped afterwards.
+
+    Tests and benchmarks use it to get an isolated database on a shared server.
+    """
+    import uuid
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        engine = make_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+            with admin.connect() as conn:
+                conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    finally:
+        admin.dispose()

@@ -9,7 +9,6 @@ that is an error.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -26,7 +25,6 @@ DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 FIXED_NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 _pg_state: dict[str, object] = {}
-_schemas: dict[int, str] = {}
 
 
 def postgres_url() -> str:
@@ -57,31 +55,6 @@ def require_postgres() -> None:
     pytest.skip(f"{reason}; set DESKBOOKS_TEST_POSTGRES_URL to run the PostgreSQL variants")
 
 
-def make_test_engine(backend: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, str]:
-    if backend == "sqlite":
-        path = tmp_path_factory.mktemp("db") / "test.db"
-        return db.make_engine(f"sqlite:///{path}"), f"sqlite:///{path}"
-    require_postgres()
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    admin.dispose()
-    engine = db.make_engine(postgres_url(), connect_args={"options": f"-csearch_path={schema}"})
-    _schemas[id(engine)] = schema
-    return engine, schema
-
-
-def drop_test_engine(engine: Engine) -> None:
-    schema = _schemas.pop(id(engine), None)
-    engine.dispose()
-    if schema:
-        admin = create_engine(postgres_url(), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
@@ -90,9 +63,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def empty_engine(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     """An engine on an empty database (no tables) for schema tests."""
-    engine, _ = make_test_engine(backend, tmp_path_factory)
-    yield engine
-    drop_test_engine(engine)
+    if backend == "sqlite":
+        engine = db.make_engine(f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}")
+        yield engine
+        engine.dispose()
+        return
+    require_postgres()
+    with db.scratch_postgres_schema(postgres_url(), "t") as engine:
+        yield engine
 
 
 @pytest.fixture
