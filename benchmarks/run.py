@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+from pathlib import Path
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-BENCHMARKS = ["seed", "billing", "ocr"]
+BENCHMARKS = sorted(
+    path.stem.removeprefix("bench_") for path in Path(__file__).parent.glob("bench_*.py")
+)
 
 
 def main() -> None:

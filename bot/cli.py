@@ -525,3 +525,20 @@ def receipt_scan(
     if f.suspicious_text:
         lines.append("  warning: the receipt contains instruction-like text; treated as data only")
     _emit(data_out, as_json, "\n".join(lines))
+
+
+# --------------------------------------------------------------------------- command groups
+
+
+def _load_command_groups() -> None:
+    """Import every module of ``bot.commands``; importing one registers its commands."""
+    import importlib
+    import pkgutil
+
+    from bot import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"{commands.__name__}.{info.name}")
+
+
+_load_command_groups()
