@@ -42,6 +42,9 @@ app.add_typer(billing_app, name="billing")
 ledger_app = typer.Typer(help="Inspect the ledger.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 app.add_typer(ledger_app, name="ledger")
+import_app = typer.Typer(help="Import data from CSV, OFX and other tools (all-or-nothing per file).",
+                         no_args_is_help=True)
+app.add_typer(import_app, name="import")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 AsOpt = Annotated[
