@@ -453,6 +453,8 @@ class Expense(SQLModel, table=True):
     confirmed_by: str | None = Field(default=None, max_length=40)
     journal_entry_id: int | None = Field(default=None, foreign_key="journal_entry.id")
     created_at: datetime = _ts()
+    # CSV imports: a stable key per file row (content hash + occurrence), so a re-import adds nothing
+    import_key: str | None = Field(default=None, max_length=64, unique=True)
 
 
 class Bill(SQLModel, table=True):
@@ -581,7 +583,14 @@ class JournalLine(SQLModel, table=True):
     """One leg: positive ``amount_cents`` is a debit, negative a credit."""
 
     __tablename__ = "journal_line"
-    __table_args__ = (Index("ix_journal_line_account_location", "account_id", "location_id"),)
+    __table_args__ = (
+        Index("ix_journal_line_account_location", "account_id", "location_id"),
+        # KPI queries (finance.kpi): date-bounded sums go entry date -> lines of the entry,
+        # balances scan one account; both read only the index (covering)
+        Index("ix_journal_line_entry_cover", "entry_id", "account_id", "location_id",
+              "member_id", "amount_cents"),
+        Index("ix_journal_line_account_cover", "account_id", "location_id", "amount_cents"),
+    )
     id: int | None = Field(default=None, primary_key=True)
     entry_id: int = Field(foreign_key="journal_entry.id", index=True)
     account_id: int = Field(foreign_key="account.id")
@@ -626,6 +635,7 @@ class Anomaly(SQLModel, table=True):
     status: str = Field(default=AnomalyStatus.OPEN, max_length=10, index=True)
     status_by: str | None = Field(default=None, max_length=40)
     status_at: datetime | None = _ts_opt()
+    status_note: str | None = Field(default=None, max_length=500)  # why dismissed / resolved
     detected_at: datetime = _ts()
 
 
@@ -711,6 +721,30 @@ class JobRun(SQLModel, table=True):
     started_at: datetime = _ts()
     finished_at: datetime | None = _ts_opt()
     details: dict[str, Any] = _json()
+
+
+class PendingAction(SQLModel, table=True):
+    """A write the assistant prepared but did not do: it waits for an authorized person's click.
+
+    The model (or a router) can only create these; ``confirm`` re-checks the clicker's role in
+    the store and runs the action once (the status moves from pending exactly once).
+    """
+
+    __tablename__ = "pending_action"
+    id: int | None = Field(default=None, primary_key=True)
+    token: str = Field(max_length=40, unique=True)  # what a Confirm button carries
+    tool: str = Field(max_length=40)
+    args: dict[str, Any] = _json()
+    preview: dict[str, Any] = _json()
+    requested_by: str = Field(max_length=40)
+    team_id: str | None = Field(default=None, max_length=20)
+    thread_key: str | None = Field(default=None, max_length=120)
+    status: str = Field(default="pending", max_length=10, index=True)  # pending/done/cancelled/failed
+    decided_by: str | None = Field(default=None, max_length=40)
+    decided_at: datetime | None = _ts_opt()
+    result: dict[str, Any] = _json()
+    created_at: datetime = _ts()
+    expires_at: datetime | None = _ts_opt()
 
 
 APPEND_ONLY_TABLES = ("audit_log", "journal_entry", "journal_line")
