@@ -92,6 +92,28 @@ class Request:
     allow_local_files: bool = False
 
 
+def build_request(services: Services, actor: Actor, text: str, thread_key: str | None, *,
+                  fetch_file: Callable[[str], bytes] | None = None,
+                  allow_local_files: bool = False) -> Request:
+    """A request in the caller's location: their time zone decides what "today" means."""
+    from finance.models import Location
+
+    with services.session() as session:
+        loc = None
+        if not actor.is_system:
+            user = session.execute(select(SlackUser).where(
+                SlackUser.user_id == actor.user_id,
+                SlackUser.team_id == actor.team_id)).scalar_one_or_none()
+            if user is not None and user.location_id is not None:
+                loc = session.get(Location, user.location_id)
+        if loc is None:
+            loc = session.execute(select(Location).order_by(Location.id)).scalars().first()
+    tz = loc.timezone if loc else "UTC"
+    return Request(text=text, actor=actor, today=services.today(tz), timezone=tz,
+                   location_id=loc.id if loc else None, thread_key=thread_key,
+                   fetch_file=fetch_file, allow_local_files=allow_local_files)
+
+
 def build_chat_model(services: Services) -> Any:
     """``ChatOpenAI`` against any OpenAI-compatible server, or None when no LLM is configured."""
     settings = services.settings

@@ -747,4 +747,14 @@ class PendingAction(SQLModel, table=True):
     expires_at: datetime | None = _ts_opt()
 
 
+class SlackEvent(SQLModel, table=True):
+    """Event ids already handled: Slack retries an event until acked, and this makes it once."""
+
+    __tablename__ = "slack_event"
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(max_length=60, unique=True)
+    team_id: str | None = Field(default=None, max_length=20)
+    received_at: datetime = _ts()
+
+
 APPEND_ONLY_TABLES = ("audit_log", "journal_entry", "journal_line")

@@ -51,6 +51,17 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", alias="DESKBOOKS_LOG_LEVEL"
     )
+    # Slack surfaces: where alerts and approval requests go, which hosts files may come from.
+    alert_channel: str | None = Field(default=None, alias="DESKBOOKS_ALERT_CHANNEL")
+    approvals_channel: str | None = Field(default=None, alias="DESKBOOKS_APPROVALS_CHANNEL")
+    slack_file_hosts: str = Field(default="files.slack.com", alias="DESKBOOKS_SLACK_FILE_HOSTS")
+    hook_secret: SecretStr | None = Field(default=None, alias="DESKBOOKS_HOOK_SECRET")
+    max_upload_mb: int = Field(default=20, ge=1, le=100, alias="DESKBOOKS_MAX_UPLOAD_MB")
+    # Rules knowledge base and expense history (finance.kb): a ChromaDB server when set
+    # (e.g. http://chroma:8000), else an embedded store under the data dir.
+    chroma_url: str | None = Field(default=None, alias="DESKBOOKS_CHROMA_URL")
+    embeddings: Literal["local", "openai"] = Field(default="local", alias="DESKBOOKS_EMBEDDINGS")
+    embedding_model: str | None = Field(default=None, alias="DESKBOOKS_EMBEDDING_MODEL")
 
     @field_validator("database_url")
     @classmethod
@@ -78,6 +89,16 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value if value.endswith("/") else value + "/"
 
+    @field_validator("chroma_url")
+    @classmethod
+    def _check_chroma_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (e.g. http://127.0.0.1:8000)")
+        return value
+
     @field_validator("invoice_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
@@ -91,6 +112,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "DESKBOOKS_LLM_MODEL must name the model when OPENAI_BASE_URL or "
                 "OPENAI_API_KEY is set"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _openai_embeddings_need_endpoint(self) -> Settings:
+        if self.embeddings == "openai" and not (self.openai_base_url or self.openai_api_key):
+            raise ValueError(
+                "DESKBOOKS_EMBEDDINGS=openai needs OPENAI_BASE_URL or OPENAI_API_KEY"
             )
         return self
 

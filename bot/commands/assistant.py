@@ -19,25 +19,9 @@ def _assistant(services: Services) -> Any:
 
 
 def _request(services: Services, actor: Any, text: str, thread_key: str | None) -> Any:
-    from sqlalchemy import select
+    from bot.assistant import build_request
 
-    from bot.assistant import Request
-    from finance.models import Location, SlackUser
-
-    with services.session() as session:
-        loc = None
-        if not actor.is_system:
-            user = session.execute(select(SlackUser).where(
-                SlackUser.user_id == actor.user_id,
-                SlackUser.team_id == actor.team_id)).scalar_one_or_none()
-            if user is not None and user.location_id is not None:
-                loc = session.get(Location, user.location_id)
-        if loc is None:
-            loc = session.execute(select(Location).order_by(Location.id)).scalars().first()
-    tz = loc.timezone if loc else "UTC"
-    return Request(text=text, actor=actor, today=services.today(tz), timezone=tz,
-                   location_id=loc.id if loc else None, thread_key=thread_key,
-                   allow_local_files=True)
+    return build_request(services, actor, text, thread_key, allow_local_files=True)
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""The Slack app: Bolt listeners, Block Kit builders and the HTTP server."""
