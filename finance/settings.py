@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     alert_channel: str | None = Field(default=None, alias="DESKBOOKS_ALERT_CHANNEL")
     approvals_channel: str | None = Field(default=None, alias="DESKBOOKS_APPROVALS_CHANNEL")
     slack_file_hosts: str = Field(default="files.slack.com", alias="DESKBOOKS_SLACK_FILE_HOSTS")
+    # Reminder e-mail (dunning): smtp://user:password@host:port or smtps://... ; none = queue only
+    smtp_url: SecretStr | None = Field(default=None, alias="DESKBOOKS_SMTP_URL")
+    mail_from: str = Field(default="billing@deskbooks.local", alias="DESKBOOKS_MAIL_FROM")
     hook_secret: SecretStr | None = Field(default=None, alias="DESKBOOKS_HOOK_SECRET")
     max_upload_mb: int = Field(default=20, ge=1, le=100, alias="DESKBOOKS_MAX_UPLOAD_MB")
     # Rules knowledge base and expense history (finance.kb): a ChromaDB server when set

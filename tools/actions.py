@@ -67,6 +67,9 @@ def propose(
     summary: str, *, thread_key: str | None = None, session: Session | None = None,
 ) -> Proposed:
     """Store a pending action (in ``session`` when given); nothing else is written."""
+    from tools.base import all_tools
+
+    all_tools()  # executors live next to the tools that propose them
     if kind not in _EXECUTORS:
         raise ValueError(f"unknown action {kind!r}")
     token = secrets.token_urlsafe(18)

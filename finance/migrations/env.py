@@ -21,6 +21,13 @@ def _engine():  # type: ignore[no-untyped-def]
     return make_engine(load_settings().effective_database_url)
 
 
+FOREIGN_TABLES = {"apscheduler_jobs"}  # owned by APScheduler's job store, not by deskbooks
+
+
+def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+    return not (type_ == "table" and name in FOREIGN_TABLES)
+
+
 def run_migrations_online() -> None:
     engine = _engine()
     with engine.connect() as connection:
@@ -29,6 +36,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=include_object,
         )
         with context.begin_transaction():
             context.run_migrations()
