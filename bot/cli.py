@@ -194,9 +194,16 @@ def demo(
         summary = space_summary(session, services.today())
     data = summary.as_dict() | {"planted_problems": planted}
     _emit(data, as_json, _render_summary(summary, planted))
-    if not no_chat and not as_json:
-        typer.echo("\n(The terminal assistant is not part of this build yet; run with --no-chat "
-                   "to skip this note.)")
+    if no_chat or as_json:
+        return
+    if not sys.stdin.isatty():
+        typer.echo("\nAsk the books anything: deskbooks ask \"what's our MRR vs plan?\" "
+                   "(or run deskbooks chat)")
+        return
+    from bot.commands.assistant import run_chat
+
+    typer.echo("")
+    run_chat(services, Actor.system("cli"))
 
 
 def _reset_sqlite(settings: Settings) -> None:

@@ -207,19 +207,26 @@ def job_anomaly_scan(services: Services, notifier: Notifier, now: datetime) -> d
     with claim(services, "anomaly_scan", today.isoformat()) as mine:
         if not mine:
             return {"skipped": True}
+        from sqlalchemy import func
+
+        from finance.models import Anomaly
+
+        with services.session() as session:
+            before = session.execute(select(func.max(Anomaly.id))).scalar_one() or 0
         report = anomalies.scan(services, SYSTEM, start=today - timedelta(days=35), end=today)
+        with services.session() as session:
+            new = list(session.execute(select(Anomaly).where(Anomaly.id > before)
+                                       .order_by(Anomaly.id)).scalars())
         channel = services.settings.alert_channel
-        new = list(report.new)
         if channel and new:
             from bot.slack import blocks
-            from finance.models import Anomaly
 
-            with services.session() as session:
-                rows = [session.get(Anomaly, a.id) for a in new[:20]]
-            for row in rows:
-                if row is not None:
-                    notifier.post(channel, row.reason[:300], blocks.build_anomaly_alert(row))
-        return {"new": len(new)}
+            for row in new[:20]:
+                notifier.post(channel, row.reason[:300], blocks.build_anomaly_alert(row))
+            if len(new) > 20:
+                notifier.post(channel, f"…and {len(new) - 20} more new findings; "
+                                       "`/books anomalies` lists them.")
+        return {"new": len(new), "found": len(report.findings)}
 
 
 def job_kpi_digest(services: Services, notifier: Notifier, now: datetime) -> dict[str, Any]:

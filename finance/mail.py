@@ -91,7 +91,7 @@ def queue_dunning(session: Session, today: date) -> int:
     return queued
 
 
-def smtp_sender(url: str, mail_from: str, *, timeout: float = 20.0) -> Sender:
+def smtp_sender(url: str, mail_from: str, *, timeout: int = 20) -> Sender:
     """A sender for ``smtp://[user:pass@]host[:port]`` (STARTTLS when offered) or ``smtps://``."""
     parts = urlsplit(url)
     if parts.scheme not in ("smtp", "smtps") or not parts.hostname:

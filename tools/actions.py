@@ -33,14 +33,18 @@ class ExecutorSpec:
     roles: frozenset[Role]
     run: Executor
     describe: str  # "run billing", used in messages
+    # True when the service opens its own transaction: the action is claimed and committed
+    # first ("running"), then run; a failure puts it back to pending.
+    own_transaction: bool = False
 
 
 _EXECUTORS: dict[str, ExecutorSpec] = {}
 
 
-def executor(kind: str, *, roles: frozenset[Role], describe: str) -> Callable[[Executor], Executor]:
+def executor(kind: str, *, roles: frozenset[Role], describe: str,
+             own_transaction: bool = False) -> Callable[[Executor], Executor]:
     def register(fn: Executor) -> Executor:
-        _EXECUTORS[kind] = ExecutorSpec(roles, fn, describe)
+        _EXECUTORS[kind] = ExecutorSpec(roles, fn, describe, own_transaction)
         return fn
 
     return register
@@ -112,17 +116,41 @@ def confirm(services: Services, actor: Actor, token: str, *, today: date) -> Con
         claimed = session.execute(
             update(PendingAction)
             .where(PendingAction.id == row.id, PendingAction.status == "pending")
-            .values(status="done", decided_by=actor.user_id, decided_at=now)
+            .values(status="running" if spec.own_transaction else "done",
+                    decided_by=actor.user_id, decided_at=now)
         ).rowcount
         if claimed != 1:
             return Confirmation("already_done", "someone else confirmed it first", row.tool)
-        result = spec.run(session, services, actor, dict(row.args), today)
-        session.execute(update(PendingAction).where(PendingAction.id == row.id)
-                        .values(result=result))
-        audit.record(session, actor=actor.label, action=f"action.{row.tool}",
-                     entity_type="pending_action", entity_id=row.id,
-                     details={"args": row.args, "requested_by": row.requested_by})
-        return Confirmation("done", result.get("summary", "done"), row.tool, result)
+        if not spec.own_transaction:  # the write and the claim commit together, or neither
+            result = spec.run(session, services, actor, dict(row.args), today)
+            session.execute(update(PendingAction).where(PendingAction.id == row.id)
+                            .values(result=result))
+            audit.record(session, actor=actor.label, action=f"action.{row.tool}",
+                         entity_type="pending_action", entity_id=row.id,
+                         details={"args": row.args, "requested_by": row.requested_by})
+            return Confirmation("done", result.get("summary", "done"), row.tool, result)
+        action_id, kind, args, requested_by = row.id, row.tool, dict(row.args), row.requested_by
+    return _run_outside(services, actor, spec, action_id, kind, args, requested_by, today)
+
+
+def _run_outside(services: Services, actor: Actor, spec: ExecutorSpec, action_id: int,
+                 kind: str, args: dict[str, Any], requested_by: str,
+                 today: date) -> Confirmation:
+    """Run a service that commits on its own; release the claim if it fails."""
+    try:
+        result = spec.run(None, services, actor, args, today)  # type: ignore[arg-type]
+    except BaseException:
+        with services.session() as session:
+            session.execute(update(PendingAction).where(PendingAction.id == action_id)
+                            .values(status="pending", decided_by=None, decided_at=None))
+        raise
+    with services.session() as session:
+        session.execute(update(PendingAction).where(PendingAction.id == action_id)
+                        .values(status="done", result=result))
+        audit.record(session, actor=actor.label, action=f"action.{kind}",
+                     entity_type="pending_action", entity_id=action_id,
+                     details={"args": args, "requested_by": requested_by})
+    return Confirmation("done", result.get("summary", "done"), kind, result)
 
 
 def cancel(services: Services, actor: Actor, token: str) -> Confirmation:

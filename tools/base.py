@@ -64,6 +64,7 @@ class ToolContext:
     correlation_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     fetch_file: FileFetcher | None = None  # Slack file ids -> bytes (bot layer provides it)
     allow_local_files: bool = False  # the terminal may scan local paths; Slack never
+    notify_bill: Callable[[int], Any] | None = None  # posts a bill to its approvers (Slack)
     calls: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -172,8 +173,7 @@ def read_local_file(ctx: ToolContext, path: str, *, limit: int) -> bytes:
     try:
         size = target.stat().st_size
         if size > limit:
-            raise ToolError(f"{target.name} is {size / 1e6:.1f} MB; the limit is "
-                            f"{limit / 1e6:.0f} MB")
+            raise ToolError(f"{target.name} is {size:,} bytes; the limit is {limit:,} bytes")
         return target.read_bytes()
     except OSError as exc:
         raise ToolError(f"cannot read {path}: {exc.strerror}") from None

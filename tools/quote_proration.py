@@ -13,7 +13,8 @@ class QuoteIn(ToolInput):
     member: str = Field(description="Member name or code, e.g. 'Acme Design' or 'M-0001'.")
     to_plan: str = Field(description="Target plan name or code, e.g. 'Private Office'.")
     change_date: date = Field(description="First day on the new plan, YYYY-MM-DD.")
-    quantity: int = Field(default=1, ge=1, le=500, description="Seats on the new plan.")
+    quantity: int | None = Field(default=None, ge=1, le=500,
+                                 description="Seats on the new plan; default: as today.")
 
 
 class QuoteLine(BaseModel):

@@ -538,7 +538,8 @@ def request_approvals(deps: SlackDeps, client: WebClient, bill_id: int) -> list[
 
     with deps.services.session() as session:
         view = approvals.get_bill(session, bill_id)
-        people = approvals.approvers_for(session, bill_id)
+        people = approvals.approvers_for(session, bill_id, policy=approvals.policy_of(deps.services),
+                                         now=deps.services.clock())
     if view.status != "pending":
         return []
     text, card = bill_message(deps, bill_id)

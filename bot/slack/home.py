@@ -57,7 +57,8 @@ def build_dashboard(deps: SlackDeps, user_id: str, team_id: str | None) -> dict[
         from finance import approvals
 
         with deps.services.session() as session:
-            waiting = approvals.pending_for(session, actor)
+            waiting = approvals.pending_for(session, actor, now=deps.services.clock(),
+                                            policy=approvals.policy_of(deps.services))
         sections.append(("Waiting for your approval", [
             f"Bill {blocks.escape(b.number)} from {blocks.escape(b.vendor)}: "
             f"{format_cents(b.amount_cents)}" for b in waiting]))
