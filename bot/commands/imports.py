@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from finance.money import format_cents
+
 from bot.cli import (
     AsOpt,
     JsonOpt,
@@ -130,8 +132,9 @@ def import_bank(
         for st in report.extra.get("statements", []):
             bal = st["ledger_balance_cents"]
             typer.echo(f"{st['account']} ({st['currency']}): {st['transactions']} transactions, "
-                       f"net {st['total_cents'] / 100:.2f}"
-                       + (f", ledger balance {bal / 100:.2f} on {st['balance_as_of']}"
+                       f"net {format_cents(st['total_cents'], st['currency'])}"
+                       + (f", ledger balance {format_cents(bal, st['currency'])} "
+                          f"on {st['balance_as_of']}"
                           if bal is not None else ", no ledger balance"))
     _finish(report, as_json)
 
