@@ -102,13 +102,17 @@ def _baseline(svc, rows: int) -> float:  # type: ignore[no-untyped-def]
     return timed(load)
 
 
-def run(quick: bool = False) -> str:
-    members, events = (1_000, 10_000) if quick else (10_000, 100_000)
-    backends = ["sqlite"] + (["postgresql"] if postgres_reachable() else [])
+def run(quick: bool = False, *, backends: list[str] | None = None, members: int | None = None,
+        events: int | None = None, repeats: int | None = None) -> str:
+    default_members, default_events = (1_000, 10_000) if quick else (10_000, 100_000)
+    members = members or default_members
+    events = events or default_events
+    if backends is None:
+        backends = ["sqlite"] + (["postgresql"] if postgres_reachable() else [])
     out = []
     for backend in backends:
         runs, issues, bases, ratios = [], [], [], []
-        for _ in range(1 if quick else 3):
+        for _ in range(repeats or (1 if quick else 3)):
             with fresh_services(backend) as svc:
                 _seed(svc, members, events)
                 engine = BillingEngine(svc.chart, BillingPolicy())
@@ -150,5 +154,42 @@ def run(quick: bool = False) -> str:
         "Median of 3 runs, each on a fresh database. *run* computes and stores the drafts"
         " (plan charges, March join prorations for 10% of members, usage in arrears, tax);"
         " *issue* approves, numbers and posts them. The baseline bulk-inserts the same number"
-        " of rows the run wrote into a scratch table in the same database, in the same run.",
+        " of rows the run wrote into a scratch table in the same database, in the same run"
+        " (Core `executemany`, 10,000 rows a statement; *rows written* counts invoices, lines,"
+        " journal entries and lines, and the usage events marked billed).",
+        "",
+        "Profile with `python -m benchmarks.bench_billing --backend sqlite --profile FILE`"
+        " (one backend, any size, no docs written).",
     ])
+
+
+def _main() -> None:
+    """Run one backend at one size, optionally under cProfile (for tuning, writes no docs)."""
+    import argparse
+    import cProfile
+    import pstats
+    import sys
+
+    parser = argparse.ArgumentParser(description=_main.__doc__)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
+    parser.add_argument("--members", type=int, default=10_000)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--profile", metavar="FILE", help="write cProfile stats; print the top")
+    args = parser.parse_args()
+
+    def go() -> None:
+        sys.stdout.write(run(backends=args.backend or ["sqlite"], members=args.members,
+                             events=args.events, repeats=args.repeats) + "\n")
+
+    if not args.profile:
+        go()
+        return
+    profiler = cProfile.Profile()
+    profiler.runcall(go)
+    profiler.dump_stats(args.profile)
+    pstats.Stats(args.profile).sort_stats("cumulative").print_stats(45)
+
+
+if __name__ == "__main__":
+    _main()

@@ -27,18 +27,32 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    MetaData,
+    String,
+    Table,
+    and_,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from finance import audit, ledger, proration
 from finance.authz import FINANCE_WRITERS, Actor, require_role
+from finance.bulk import insert_tuples, reserve_ids, update_rows, where_ids
 from finance.ledger import Chart, EntryDraft, Leg
-from finance.bulk import insert_rows, update_rows
-from finance.util import chunks
 from finance.models import (
     BillingRun,
     Booking,
@@ -67,6 +81,14 @@ USAGE_LINE_KINDS = {
     UsageKind.COFFEE: (LineKind.FOOD_BEVERAGE, "Coffee bar", "item"),
     UsageKind.DAY_PASS: (LineKind.DAY_PASS, "Day pass", "pass"),
 }
+
+
+_INVOICE_COLUMNS = ("id", "idempotency_key", "member_id", "location_id", "billing_run_id",
+                    "period", "status", "subtotal_cents", "tax_cents", "total_cents",
+                    "credit_applied_cents", "amount_paid_cents", "currency")
+_LINE_COLUMNS = ("id", "invoice_id", "kind", "description", "quantity", "unit_price_cents",
+                 "amount_cents", "tax_rate_ppm", "tax_cents", "account_code", "deferred_cents",
+                 "location_id", "service_start", "service_end", "subscription_id")
 
 
 class BillingError(ValueError):
@@ -177,10 +199,42 @@ def plan_item(plan: Plan, sub: Subscription) -> PlanItem:
 def period_of_subscription(sub: Subscription, plan: Plan, on: date) -> BillingPeriod:
     """The billing period of ``sub`` containing ``on`` (yearly plans anchor on their start)."""
     if plan.interval == Interval.YEAR:
-        return proration.billing_period(
-            sub.billing_anchor_day, on, interval="year", anchor_month=sub.start_date.month
-        )
-    return proration.billing_period(sub.billing_anchor_day, on)
+        return _billing_period(sub.billing_anchor_day, on, "year", sub.start_date.month)
+    return _billing_period(sub.billing_anchor_day, on, "month", 1)
+
+
+@lru_cache(maxsize=8192)
+def _billing_period(anchor_day: int, on: date, interval: proration.Interval,
+                    anchor_month: int) -> BillingPeriod:
+    # a run asks for the same few periods for thousands of subscriptions (values are frozen)
+    return proration.billing_period(anchor_day, on, interval=interval, anchor_month=anchor_month)
+
+
+@lru_cache(maxsize=4096)
+def _plan_item(name: str, unit_price_cents: int, quantity: int) -> PlanItem:
+    return PlanItem(name, unit_price_cents, quantity)
+
+
+@lru_cache(maxsize=65536)
+def _tax_on(amount_cents: int, rate_ppm: int) -> int:
+    return tax_on(amount_cents, rate_ppm)
+
+
+def _unbilled_usage(cutoff: dict[int, datetime], location_id: int | None) -> Any:
+    """The usage events a run bills: unbilled, billable kinds, a quantity, and before the
+    start of the period at their location. Computing and linking use this one condition."""
+    if location_id is not None:
+        cutoff = {loc: at for loc, at in cutoff.items() if loc == location_id}
+    if not cutoff:
+        return None
+    ev = UsageEvent.__table__.c  # type: ignore[attr-defined]
+    return and_(
+        ev.invoice_line_id.is_(None),
+        ev.kind.in_([k.value for k in USAGE_LINE_KINDS]),
+        ev.quantity > 0,
+        or_(*(and_(ev.location_id == loc, ev.occurred_at < at)
+              for loc, at in sorted(cutoff.items()))),
+    )
 
 
 class BillingEngine:
@@ -208,14 +262,20 @@ class BillingEngine:
                 drafts[key] = DraftInvoice(member_id, loc, period)
             return drafts[key]
 
-        subs_stmt = select(Subscription).where(
+        # plain rows, not ORM objects: the lines read a handful of attributes from each
+        subs_stmt = select(
+            Subscription.id, Subscription.member_id, Subscription.plan_id,
+            Subscription.location_id, Subscription.quantity, Subscription.unit_price_cents,
+            Subscription.start_date, Subscription.end_date, Subscription.billing_anchor_day,
+            Subscription.replaces_id,
+        ).where(
             Subscription.start_date <= p_end,
             or_(Subscription.end_date.is_(None),  # type: ignore[union-attr]
                 Subscription.end_date >= prev_start - timedelta(days=400)),
         )
         if location_id is not None:
             subs_stmt = subs_stmt.where(Subscription.location_id == location_id)
-        subs = list(session.execute(subs_stmt.order_by(Subscription.id)).scalars())
+        subs = session.execute(subs_stmt.order_by(Subscription.id)).all()
         successors = {s.replaces_id for s in subs if s.replaces_id is not None}
         held = self._held_deposits(session)
         billed = self._advance_billed(session, prev_start, p_start - _DAY)
@@ -257,7 +317,7 @@ class BillingEngine:
         held_deposit: bool,
         billed: set[tuple[int, date]] | None,
     ) -> Iterable[DraftLine]:
-        item = plan_item(plan, sub)
+        item = _plan_item(plan.name, sub.unit_price_cents, sub.quantity)
         rule = self.policy.rule
         loc = sub.location_id
         prev_end = p_start - _DAY
@@ -272,7 +332,7 @@ class BillingEngine:
             amount = item.amount_cents
             yield DraftLine(
                 kind, f"{item.label} ({first.start:%b %d} – {first.end:%b %d, %Y})", amount,
-                rate, tax_on(amount, rate), account, loc, Decimal(sub.quantity),
+                rate, _tax_on(amount, rate), account, loc, Decimal(sub.quantity),
                 sub.unit_price_cents, first.start, first.end, sub.id,
             )
         # catch-up for the advance period that started in P-1, when P-1 was billed: a
@@ -330,7 +390,7 @@ class BillingEngine:
         account = self.chart.revenue_account(kind, plan.desk_type)
         return DraftLine(
             kind, f"{label} ({period.start:%b %d} – {period.end:%b %d, %Y}, "
-            f"{period.days}/{period.days})", amount, rate, tax_on(amount, rate), account,
+            f"{period.days}/{period.days})", amount, rate, _tax_on(amount, rate), account,
             sub.location_id, Decimal(sub.quantity), sub.unit_price_cents, period.start,
             period.end, sub.id,
         )
@@ -368,7 +428,7 @@ class BillingEngine:
         return DraftLine(
             kind, f"{description} ({_as_date(line.service_start):%b %d} – {end:%b %d, %Y}, "
             f"{line.fraction.numerator}/{line.fraction.denominator})",
-            line.amount_cents, rate, tax_on(line.amount_cents, rate),
+            line.amount_cents, rate, _tax_on(line.amount_cents, rate),
             self.chart.revenue_account(kind), sub.location_id, Decimal(sub.quantity),
             sub.unit_price_cents, _as_date(line.service_start), end, sub.id,
         )
@@ -397,36 +457,43 @@ class BillingEngine:
         self, session: Session, cutoff: dict[int, datetime], taxes: TaxTable, p_start: date,
         location_id: int | None,
     ) -> Iterable[tuple[DraftLine, int]]:
-        billable = [k.value for k in USAGE_LINE_KINDS]
-        earliest = min(cutoff.values(), default=datetime.now(UTC))
-        latest = max(cutoff.values(), default=earliest)
-        stmt = select(
-            UsageEvent.id, UsageEvent.member_id, UsageEvent.location_id, UsageEvent.kind,
-            UsageEvent.quantity, UsageEvent.unit_price_cents, UsageEvent.occurred_at,
-        ).where(
-            UsageEvent.invoice_line_id.is_(None),  # type: ignore[union-attr]
-            UsageEvent.kind.in_(billable),  # type: ignore[attr-defined]
-            UsageEvent.occurred_at < latest,
+        """One line per (member, location, kind, unit price) of unbilled events before the
+        location's cutoff, grouped by the database (ids come back as one text per group)."""
+        ev = UsageEvent.__table__.c  # type: ignore[attr-defined]
+        unbilled = _unbilled_usage(cutoff, location_id)
+        if unbilled is None:
+            return
+        if session.get_bind().dialect.name == "postgresql":
+            ids = func.string_agg(cast(ev.id, String), ",")
+            utc = func.timezone("UTC", ev.occurred_at)  # the UTC wall time, as at rest
+            first, last = cast(func.min(utc), Date), cast(func.max(utc), Date)
+        else:  # SQLite keeps UTC wall times as ISO text
+            ids = func.group_concat(ev.id, ",")
+            first = func.date(func.min(ev.occurred_at), type_=Date)
+            last = func.date(func.max(ev.occurred_at), type_=Date)
+        stmt = (
+            select(ev.member_id, ev.location_id, ev.kind, ev.unit_price_cents,
+                   func.sum(ev.quantity), first, last, ids)
+            .where(unbilled)
+            .group_by(ev.member_id, ev.location_id, ev.kind, ev.unit_price_cents)
         )
-        if location_id is not None:
-            stmt = stmt.where(UsageEvent.location_id == location_id)
-        groups: dict[tuple[int, int, str, int], list[tuple[int, int, datetime]]] = defaultdict(list)
-        for ev_id, member, loc, kind, qty, price, at in session.execute(stmt):
-            if at >= cutoff.get(loc, earliest) or qty == 0:
-                continue
-            groups[(member, loc, kind, price)].append((ev_id, qty, at))
-        for (member, loc, kind, price), events in sorted(groups.items()):
-            line_kind, label, unit = USAGE_LINE_KINDS[UsageKind(kind)]
-            qty = sum(q for _, q, _ in events)
+        groups = sorted(session.execute(stmt).all(), key=lambda g: tuple(g[:4]))
+        billed_on = p_start - _DAY
+        kinds = {k.value: spec for k, spec in USAGE_LINE_KINDS.items()}
+        accounts = {kind: self.chart.revenue_account(kind) for kind, _, _ in kinds.values()}
+        rates: dict[tuple[int, str], int] = {}
+        for member, loc, kind, price, qty, first_day, last_day, id_text in groups:
+            line_kind, label, unit = kinds[kind]
+            rate = rates.get((loc, line_kind))
+            if rate is None:
+                rate = rates[(loc, line_kind)] = taxes.rate_ppm(loc, line_kind, billed_on)
+            qty = int(qty)
             amount = qty * price
-            first_day = min(at for _, _, at in events).date()
-            last_day = max(at for _, _, at in events).date()
-            rate = taxes.rate_ppm(loc, line_kind, p_start - _DAY)
             line = DraftLine(
                 line_kind, f"{label}: {qty} {unit}{'s' if qty != 1 else ''} × "
-                f"${price // 100}.{price % 100:02d}", amount, rate, tax_on(amount, rate),
-                self.chart.revenue_account(line_kind), loc, Decimal(qty), price,
-                first_day, last_day, usage_event_ids=tuple(e for e, _, _ in events),
+                f"${price // 100}.{price % 100:02d}", amount, rate, _tax_on(amount, rate),
+                accounts[line_kind], loc, Decimal(qty), price, first_day, last_day,
+                usage_event_ids=tuple(sorted(map(int, id_text.split(",")))),
             )
             yield line, member
 
@@ -458,7 +525,7 @@ class BillingEngine:
             rate = taxes.rate_ppm(booking.location_id, kind, start.date())
             yield DraftLine(
                 kind, f"{room}, {start:%b %d %H:%M}–{end:%H:%M}", booking.amount_cents, rate,
-                tax_on(booking.amount_cents, rate), self.chart.revenue_account(kind),
+                _tax_on(booking.amount_cents, rate), self.chart.revenue_account(kind),
                 booking.location_id, hours.quantize(Decimal("0.01")), None, start.date(),
                 end.date(), booking_ids=(booking.id,),  # type: ignore[arg-type]
             ), booking.member_id
@@ -498,6 +565,7 @@ class BillingEngine:
             return RunResult(period, scope, True, False,
                              tuple(self.compute(session, period, location_id=location_id)))
         run = BillingRun(period=period, scope=scope, started_by=actor.label[:40])
+        _begin_write(session)  # else SQLite commits the run row on its own at RELEASE
         try:
             with session.begin_nested():
                 session.add(run)
@@ -505,7 +573,12 @@ class BillingEngine:
         except IntegrityError:
             return RunResult(period, scope, False, True, ())
         drafts = self.compute(session, period, location_id=location_id)
-        ids = self._store(session, drafts, run.id)  # type: ignore[arg-type]
+        try:
+            ids = self._store(session, drafts, run.id, location_id)  # type: ignore[arg-type]
+        except IntegrityError:  # a concurrent run of another scope drafted some of them
+            raise BillingError(
+                f"another billing run for {period} drafted invoices for some of these members "
+                "at the same time; nothing was stored, run it again") from None
         run.status, run.invoices_created = "drafted", len(ids)
         run.finished_at = datetime.now(UTC)
         audit.record(session, actor=actor.label, action="billing.run", entity_type="billing_run",
@@ -514,42 +587,92 @@ class BillingEngine:
         session.flush()
         return RunResult(period, scope, False, False, tuple(drafts), tuple(ids))
 
-    def _store(self, session: Session, drafts: Sequence[DraftInvoice], run_id: int) -> list[int]:
+    def _store(self, session: Session, drafts: Sequence[DraftInvoice], run_id: int,
+               location_id: int | None) -> list[int]:
         if not drafts:
             return []
-        rows = [
-            {
-                "idempotency_key": d.key, "member_id": d.member_id, "location_id": d.location_id,
-                "billing_run_id": run_id, "period": d.period, "status": InvoiceStatus.DRAFT.value,
-                "subtotal_cents": d.subtotal_cents, "tax_cents": d.tax_cents,
-                "total_cents": d.total_cents, "credit_applied_cents": 0,
-                "amount_paid_cents": 0, "currency": "USD",
-            }
-            for d in drafts
-        ]
-        ids = insert_rows(session, Invoice, rows)
-        line_rows, links = [], []
+        conn = session.connection()
+        ids = reserve_ids(session, Invoice.__table__, len(drafts))  # type: ignore[attr-defined]
+        invoice_rows = []
+        for inv_id, d in zip(ids, drafts, strict=True):
+            subtotal, tax = d.subtotal_cents, d.tax_cents
+            invoice_rows.append((inv_id, d.key, d.member_id, d.location_id, run_id, d.period,
+                                 InvoiceStatus.DRAFT.value, subtotal, tax, subtotal + tax, 0, 0,
+                                 "USD"))
+        insert_tuples(conn, Invoice.__table__, _INVOICE_COLUMNS, invoice_rows)  # type: ignore[attr-defined]
+        line_ids = iter(reserve_ids(session, InvoiceLine.__table__,  # type: ignore[attr-defined]
+                                    sum(len(d.lines) for d in drafts)))
+        line_rows, links = [], []  # links: (line id, member id, line)
         for inv_id, d in zip(ids, drafts, strict=True):
             for line in d.lines:
-                line_rows.append({
-                    "invoice_id": inv_id, "kind": str(line.kind),
-                    "description": line.description[:300], "quantity": line.quantity,
-                    "unit_price_cents": line.unit_price_cents or 0,
-                    "amount_cents": line.amount_cents, "tax_rate_ppm": line.tax_rate_ppm,
-                    "tax_cents": line.tax_cents, "account_code": line.account_code,
-                    "deferred_cents": 0, "location_id": line.location_id,
-                    "service_start": line.service_start, "service_end": line.service_end,
-                    "subscription_id": line.subscription_id,
-                })
-                links.append(line)
-        line_ids = insert_rows(session, InvoiceLine, line_rows)
-        usage = [{"b_id": e, "invoice_line_id": lid}
-                 for lid, line in zip(line_ids, links, strict=True) for e in line.usage_event_ids]
-        bookings = [{"b_id": b, "invoice_line_id": lid}
-                    for lid, line in zip(line_ids, links, strict=True) for b in line.booking_ids]
-        update_rows(session, UsageEvent, usage)
+                line_id = next(line_ids)
+                links.append((line_id, d.member_id, line))
+                line_rows.append((
+                    line_id, inv_id, str(line.kind), line.description[:300], line.quantity,
+                    line.unit_price_cents or 0, line.amount_cents, line.tax_rate_ppm,
+                    line.tax_cents, line.account_code, 0, line.location_id, line.service_start,
+                    line.service_end, line.subscription_id))
+        insert_tuples(conn, InvoiceLine.__table__, _LINE_COLUMNS, line_rows)  # type: ignore[attr-defined]
+        self._link_usage(session, drafts[0].period, location_id,
+                         [link for link in links if link[2].usage_event_ids])
+        bookings = [{"b_id": b, "invoice_line_id": line_id}
+                    for line_id, _, line in links for b in line.booking_ids]
         update_rows(session, Booking, bookings)
         return ids
+
+    def _link_usage(self, session: Session, period: str, location_id: int | None,
+                    lines: Sequence[tuple[int, int, DraftLine]]) -> None:
+        """Point every usage event the new lines bill at its line, in one set-based UPDATE.
+
+        A line bills all unbilled events of its (member, location, kind, unit price) before
+        the cutoff, so a small temporary table of those keys joins the events to their lines.
+        The UPDATE returns the ids it changed; they must be exactly the ids the lines were
+        computed from, or the run fails and nothing is kept (an event that arrived or was
+        billed by another run in between; on SQLite the run's write lock rules that out).
+        """
+        if not lines:
+            return
+        expected = [e for _, _, line in lines for e in line.usage_event_ids]
+        unbilled = _unbilled_usage(self._local_cutoffs(session, parse_period(period)[0]),
+                                   location_id)
+        conn = session.connection()
+        keys = Table("tmp_usage_line", MetaData(),
+                     Column("member_id", BigInteger, primary_key=True),
+                     Column("location_id", BigInteger, primary_key=True),
+                     Column("kind", String(16), primary_key=True),
+                     Column("unit_price_cents", BigInteger, primary_key=True),
+                     Column("line_id", BigInteger, nullable=False), prefixes=["TEMPORARY"])
+        usage_kind = {spec[0]: kind.value for kind, spec in USAGE_LINE_KINDS.items()}
+        keys.create(conn, checkfirst=True)
+        try:
+            conn.execute(keys.delete())
+            insert_tuples(conn, keys, ["member_id", "location_id", "kind", "unit_price_cents",
+                                       "line_id"],
+                          [(member_id, line.location_id, usage_kind[line.kind],
+                            line.unit_price_cents, line_id) for line_id, member_id, line in lines])
+            ev = UsageEvent.__table__.c  # type: ignore[attr-defined]
+            stmt = (
+                update(UsageEvent.__table__)  # type: ignore[attr-defined]
+                .values(invoice_line_id=keys.c.line_id)
+                .where(ev.member_id == keys.c.member_id, ev.location_id == keys.c.location_id,
+                       ev.kind == keys.c.kind, ev.unit_price_cents == keys.c.unit_price_cents,
+                       unbilled)
+            )
+            if conn.dialect.name == "sqlite":
+                # the run holds the write lock since it inserted its billing_run row, before
+                # computing: nothing can have changed, the count is a sanity check
+                count = session.execute(stmt).rowcount  # type: ignore[attr-defined]
+                exact = count == len(expected)
+            else:  # read committed: compare the very ids
+                changed = session.execute(stmt.returning(ev.id)).scalars().all()
+                count = len(changed)
+                exact = count == len(expected) and set(changed) == set(expected)
+        finally:
+            keys.drop(conn)
+        if not exact:
+            raise BillingError(
+                f"usage changed while the {period} run was computing ({count} events matched, "
+                f"{len(expected)} expected); nothing was stored, run it again")
 
     # ------------------------------------------------------------------ approving and issuing
 
@@ -557,10 +680,10 @@ class BillingEngine:
         """Move drafts to approved; returns how many changed (re-approving changes nothing)."""
         require_role(session, actor, FINANCE_WRITERS, "approve invoices")
         changed = 0
-        for chunk in chunks(list(invoice_ids), 2000):
+        for ids_match in where_ids(Invoice.id, invoice_ids):
             result = session.execute(
                 update(Invoice)
-                .where(Invoice.id.in_(chunk), Invoice.status == InvoiceStatus.DRAFT)  # type: ignore[union-attr]
+                .where(ids_match, Invoice.status == InvoiceStatus.DRAFT)
                 .values(status=InvoiceStatus.APPROVED, approved_by=actor.label[:40])
             )
             changed += result.rowcount or 0
@@ -579,66 +702,75 @@ class BillingEngine:
         issued now (already-issued ids are skipped, so a repeat changes nothing).
         """
         require_role(session, actor, FINANCE_WRITERS, "issue invoices")
+        _begin_write(session)  # SQLite has no FOR UPDATE: a concurrent issuer waits here
         if ledger.is_locked(session, on):
             raise ledger.PeriodLocked(f"period {on:%Y-%m} is locked; issue into an open period")
         invoices = []
-        for chunk in chunks(sorted(set(invoice_ids)), 2000):
+        for ids_match in where_ids(Invoice.id, invoice_ids):
             invoices += session.execute(
                 select(Invoice.id, Invoice.member_id, Invoice.location_id, Invoice.total_cents)
-                .where(Invoice.id.in_(chunk), Invoice.status == InvoiceStatus.APPROVED)  # type: ignore[union-attr]
-                .with_for_update()
+                .where(ids_match, Invoice.status == InvoiceStatus.APPROVED)
+                .order_by(Invoice.id).with_for_update()
             ).all()
         if not invoices:
             return []
+        invoices.sort(key=lambda inv: inv.id)
         lines_by_invoice: dict[int, list[Any]] = defaultdict(list)
-        for chunk in chunks([i.id for i in invoices], 2000):
+        for ids_match in where_ids(InvoiceLine.invoice_id, [i.id for i in invoices]):
             for line in session.execute(
                 select(InvoiceLine.id, InvoiceLine.invoice_id, InvoiceLine.kind,
                        InvoiceLine.amount_cents, InvoiceLine.tax_cents, InvoiceLine.account_code,
                        InvoiceLine.location_id, InvoiceLine.service_start,
                        InvoiceLine.service_end, InvoiceLine.subscription_id)
-                .where(InvoiceLine.invoice_id.in_(chunk)).order_by(InvoiceLine.id)  # type: ignore[attr-defined]
+                .where(ids_match).order_by(InvoiceLine.id)
             ):
                 lines_by_invoice[line.invoice_id].append(line)
         credits = member_credit_balances(session, {i.member_id for i in invoices})
         numbers = next_numbers(session, "invoice", len(invoices))
         updates, deferred_updates, deposits, drafts = [], [], [], []
+        month_end = (on.replace(day=28) + timedelta(days=4)).replace(day=1) - _DAY
+        due = on + timedelta(days=self.policy.payment_terms_days)
+        paid, open_ = InvoiceStatus.PAID.value, InvoiceStatus.OPEN.value
+        deposit = LineKind.DEPOSIT.value
         for inv, number in zip(invoices, numbers, strict=True):
+            inv_id, member_id, inv_loc, total = inv
             inv_number = f"{self.policy.invoice_prefix}-{on.year}-{number:06d}"
-            available = credits.get(inv.member_id, 0)
-            applied = max(0, min(available, inv.total_cents))
-            credits[inv.member_id] = available - applied
+            available = credits.get(member_id, 0)
+            applied = max(0, min(available, total))
+            credits[member_id] = available - applied
             updates.append({
-                "b_id": inv.id, "number": inv_number, "issue_date": on,
-                "due_date": on + timedelta(days=self.policy.payment_terms_days),
+                "b_id": inv_id, "number": inv_number, "issue_date": on, "due_date": due,
                 "credit_applied_cents": applied,
-                "status": (InvoiceStatus.PAID if inv.total_cents - applied <= 0
-                           else InvoiceStatus.OPEN).value,
+                "status": paid if total - applied <= 0 else open_,
             })
-            legs = [Leg("1100", inv.total_cents, inv.location_id, member_id=inv.member_id,
-                        memo=inv_number)]
-            for line in lines_by_invoice[inv.id]:
-                deferred = deferred_part(line, on)
+            # legs summed per (account, location) as they are found: every leg of an invoice
+            # is the member's, in USD; the receivable leg comes first and carries the number
+            receivable = ("1100", inv_loc)
+            sums: dict[tuple[str, int], int] = {receivable: total}
+            for line in lines_by_invoice[inv_id]:
+                _, _, kind, amount, tax, account, loc, start, end, sub_id = line
+                last = end or start
+                # only service running past the month of issue is partly deferred
+                deferred = deferred_part(line, on) if last is not None and last > month_end else 0
                 if deferred:
                     deferred_updates.append({"b_id": line.id, "deferred_cents": deferred})
-                    legs.append(Leg("2200", -deferred, line.location_id, member_id=inv.member_id))
-                if line.amount_cents - deferred:
-                    legs.append(Leg(line.account_code, -(line.amount_cents - deferred),
-                                    line.location_id, member_id=inv.member_id))
-                if line.tax_cents:
-                    legs.append(Leg("2100", -line.tax_cents, line.location_id,
-                                    member_id=inv.member_id))
-                if line.kind == LineKind.DEPOSIT:
-                    deposits.append({"member_id": inv.member_id,
-                                     "subscription_id": line.subscription_id,
-                                     "location_id": line.location_id,
-                                     "amount_cents": line.amount_cents, "received_on": on,
-                                     "refunded_cents": 0, "status": "held"})
-            merged = _merge(legs)
-            if merged:  # lines that cancel out (e.g. a same-price change) post nothing
+                    sums[("2200", loc)] = sums.get(("2200", loc), 0) - deferred
+                if amount - deferred:
+                    key = (account, loc)
+                    sums[key] = sums.get(key, 0) - (amount - deferred)
+                if tax:
+                    sums[("2100", loc)] = sums.get(("2100", loc), 0) - tax
+                if kind == deposit:
+                    deposits.append({"member_id": member_id, "subscription_id": sub_id,
+                                     "location_id": loc, "amount_cents": amount,
+                                     "received_on": on, "refunded_cents": 0, "status": "held"})
+            legs = [Leg(acct, cents, loc, member_id, None,
+                        inv_number if (acct, loc) == receivable else None)
+                    for (acct, loc), cents in sums.items() if cents]
+            if legs:  # lines that cancel out (e.g. a same-price change) post nothing
                 drafts.append((len(updates) - 1, EntryDraft(
-                    on, f"Invoice {inv_number}", merged, source_type="invoice",
-                    source_id=inv.id, idempotency_key=f"invoice:{inv.id}")))
+                    on, f"Invoice {inv_number}", legs, source_type="invoice",
+                    source_id=inv_id, idempotency_key=f"invoice:{inv_id}")))
         entry_ids = ledger.post_entries(session, [d for _, d in drafts], actor=actor.label,
                                         audit_each=False)
         for update_row in updates:
@@ -668,10 +800,24 @@ class BillingEngine:
             select(InvoiceLine).where(InvoiceLine.invoice_id == invoice_id)
         ).scalars():
             session.delete(line)
+        session.flush()  # the lines first: the unit of work does not know they reference it
         session.delete(inv)
         audit.record(session, actor=actor.label, action="invoice.discard", entity_type="invoice",
                      entity_id=invoice_id, details={"key": inv.idempotency_key})
         session.flush()
+
+
+def _begin_write(session: Session) -> None:
+    """Open the write transaction now on SQLite (``BEGIN IMMEDIATE``).
+
+    The driver starts no transaction before a SAVEPOINT, and SQLite commits a savepoint
+    that opened the transaction as soon as it is released: without this, a row written in
+    the first ``begin_nested()`` would be committed even if the rest of the unit of work
+    then fails. A no-op on PostgreSQL.
+    """
+    conn = session.connection()
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def release_usage(session: Session, invoice_id: int) -> None:
@@ -721,13 +867,11 @@ def member_credit_balances(session: Session, member_ids: set[int]) -> dict[int, 
     if not member_ids:
         return {}
     out: dict[int, int] = {}
-    ids = sorted(member_ids)
-    for chunk in chunks(ids, 2000):
+    for ids_match in where_ids(ledger.JournalLine.member_id, member_ids):
         stmt = (
             select(ledger.JournalLine.member_id, func.sum(ledger.JournalLine.amount_cents))
             .join(ledger.Account, ledger.Account.id == ledger.JournalLine.account_id)
-            .where(ledger.Account.code == "1100",
-                   ledger.JournalLine.member_id.in_(chunk))  # type: ignore[union-attr]
+            .where(ledger.Account.code == "1100", ids_match)
             .group_by(ledger.JournalLine.member_id)
         )
         for member_id, total in session.execute(stmt):
@@ -760,18 +904,6 @@ def next_numbers(session: Session, name: str, count: int) -> list[int]:
     else:
         last = int(result[0])
     return list(range(last - count + 1, last + 1))
-
-
-def _merge(legs: list[Leg]) -> list[Leg]:
-    """Combine legs on the same account, location and member (smaller entries, same sums)."""
-    merged: dict[tuple[Any, ...], int] = {}  # insertion-ordered
-    memos: dict[tuple[Any, ...], str | None] = {}
-    for leg in legs:
-        key = (leg.account, leg.location_id, leg.member_id, leg.vendor_id, leg.currency)
-        merged[key] = merged.get(key, 0) + leg.amount_cents
-        memos.setdefault(key, leg.memo)
-    return [Leg(k[0], total, k[1], k[2], k[3], memos[k], k[4])
-            for k, total in merged.items() if total]
 
 
 def _in_service(sub: Subscription, day: date) -> bool:

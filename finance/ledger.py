@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from finance import audit
-from finance.bulk import insert_rows
-from finance.util import chunks
+from finance.bulk import insert_rows, insert_tuples
 from finance.models import Account, AccountType, JournalEntry, JournalLine, Location, PeriodLock
+from finance.util import chunks
 
 
 class LedgerError(ValueError):
@@ -199,6 +199,10 @@ class _PostingContext:
     locked: set[str]
     locations: set[int]
     seen_keys: set[str] = field(default_factory=set)
+    usable: set[str] = field(init=False)  # codes of active accounts
+
+    def __post_init__(self) -> None:
+        self.usable = {code for code, acct in self.accounts.items() if acct.active}
 
     @classmethod
     def load(cls, session: Session) -> _PostingContext:
@@ -217,16 +221,18 @@ class _PostingContext:
             raise PeriodLocked(f"period {period} is locked; post into an open period instead")
         legs = []
         totals: dict[str, int] = defaultdict(int)
+        usable = self.usable
         for leg in draft.legs:
-            if isinstance(leg.amount_cents, bool) or not isinstance(leg.amount_cents, int):
+            amount = leg.amount_cents
+            if type(amount) is not int and (isinstance(amount, bool)
+                                            or not isinstance(amount, int)):
                 raise LedgerError(
                     f"leg on {leg.account}: amounts are integer cents, "
                     f"got {type(leg.amount_cents).__name__}"
                 )
-            acct = self.accounts.get(leg.account)
-            if acct is None:
-                raise UnknownAccount(f"unknown account {leg.account!r}")
-            if not acct.active:
+            if leg.account not in usable:
+                if leg.account not in self.accounts:
+                    raise UnknownAccount(f"unknown account {leg.account!r}")
                 raise UnknownAccount(f"account {leg.account} is inactive")
             if leg.location_id not in self.locations:
                 raise LedgerError(f"leg on {leg.account}: unknown location {leg.location_id}")
@@ -255,6 +261,10 @@ def post_entry(session: Session, draft: EntryDraft, *, actor: str) -> JournalEnt
     entry = session.get(JournalEntry, ids[0])
     assert entry is not None
     return entry
+
+
+_LINE_COLUMNS = ("entry_id", "account_id", "amount_cents", "currency", "location_id",
+                 "member_id", "vendor_id", "memo")
 
 
 def post_entries(
@@ -297,22 +307,14 @@ def post_entries(
         ids = insert_rows(session, JournalEntry, entry_rows)
     except IntegrityError as exc:  # a concurrent poster took a key between check and insert
         raise LedgerError("an entry with this idempotency key was already posted") from exc
+    account_ids = {code: acct.id for code, acct in ctx.accounts.items()}
     line_rows = [
-        {
-            "entry_id": entry_id,
-            "account_id": ctx.accounts[leg.account].id,
-            "amount_cents": leg.amount_cents,
-            "currency": leg.currency,
-            "location_id": leg.location_id,
-            "member_id": leg.member_id,
-            "vendor_id": leg.vendor_id,
-            "memo": leg.memo[:300] if leg.memo else None,
-        }
+        (entry_id, account_ids[leg.account], leg.amount_cents, leg.currency, leg.location_id,
+         leg.member_id, leg.vendor_id, leg.memo[:300] if leg.memo else None)
         for entry_id, legs in zip(ids, checked, strict=True)
         for leg in legs
     ]
-    for chunk in chunks(line_rows, 5000):
-        session.execute(insert(JournalLine.__table__), list(chunk))
+    insert_tuples(session.connection(), JournalLine.__table__, _LINE_COLUMNS, line_rows)  # type: ignore[attr-defined]
     if audit_each:
         for entry_id, draft in zip(ids, drafts, strict=True):
             audit.record(
