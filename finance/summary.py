@@ -1,7 +1,7 @@
 """A one-screen summary of a space: members, MRR, cash, A/R and the trial balance.
 
-The KPI engine owns the full definitions (DESIGN §6); this module computes the handful the
-demo and ``deskbooks status`` print, with the same definitions.
+The KPI engine (finance.kpi) owns the definitions of DESIGN §6; the figures here delegate to
+it, so ``deskbooks status``, the demo summary and ``deskbooks kpi`` always agree.
 """
 
 from __future__ import annotations
@@ -9,50 +9,27 @@ from __future__ import annotations
 from calendar import monthrange
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
-from finance import ledger
-from finance.models import Account, Interval, Invoice, Location, Member, Plan, Subscription
-from finance.money import round_half_up
+from finance import kpi, ledger
+from finance.kpi import CASH_ACCOUNTS, in_service_on
+from finance.models import Invoice, Location, Member
 
-CASH_ACCOUNTS = ("1000", "1010", "1050")
-
-
-def in_service_on(day: date) -> Any:
-    """The condition for a subscription in service on ``day`` (end date inclusive)."""
-    return and_(
-        Subscription.start_date <= day,
-        or_(Subscription.end_date.is_(None), Subscription.end_date >= day),  # type: ignore[union-attr]
-    )
+__all__ = ["CASH_ACCOUNTS", "SpaceSummary", "active_members", "in_service_on", "month_bounds",
+           "mrr_cents", "revenue_cents", "space_summary"]
 
 
 def mrr_cents(session: Session, day: date, *, location_id: int | None = None) -> int:
-    """Active recurring plan charges on ``day``, normalized to a month (yearly ÷ 12)."""
-    stmt = (
-        select(Subscription.unit_price_cents, Subscription.quantity, Plan.interval)
-        .join(Plan, Plan.id == Subscription.plan_id)
-        .where(in_service_on(day))
-    )
-    if location_id is not None:
-        stmt = stmt.where(Subscription.location_id == location_id)
-    total = Decimal(0)
-    for price, qty, interval in session.execute(stmt):
-        monthly = Decimal(price) * qty
-        if interval == Interval.YEAR:
-            monthly /= 12
-        total += monthly
-    return round_half_up(total)
+    """MRR on ``day`` (finance.kpi: active recurring plan charges, yearly ÷ 12)."""
+    return kpi.mrr_cents(session, day, location_id=location_id)
 
 
 def active_members(session: Session, day: date, *, location_id: int | None = None) -> int:
-    stmt = select(func.count(func.distinct(Subscription.member_id))).where(in_service_on(day))
-    if location_id is not None:
-        stmt = stmt.where(Subscription.location_id == location_id)
-    return int(session.execute(stmt).scalar_one())
+    """Active members on ``day`` (finance.kpi: distinct members with a subscription)."""
+    return kpi.active_member_count(session, day, location_id=location_id)
 
 
 def month_bounds(period: str) -> tuple[date, date]:
@@ -61,11 +38,8 @@ def month_bounds(period: str) -> tuple[date, date]:
 
 
 def revenue_cents(session: Session, start: date, end: date) -> int:
-    """Recognized revenue over [start, end]: credits to revenue accounts, net of contras."""
-    codes = list(
-        session.execute(select(Account.code).where(Account.type == "revenue")).scalars()
-    )
-    return -ledger.balance(session, codes, start=start, end=end) if codes else 0
+    """Recognized revenue over [start, end] (finance.kpi: revenue accounts net of 4900)."""
+    return kpi.revenue_cents(session, start, end)
 
 
 @dataclass(frozen=True)

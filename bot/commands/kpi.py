@@ -104,8 +104,8 @@ def kpi_command(
             data, text = result.as_dict(), _render(result)
             last_month = kpi.month_of(last_day)
         if chart is not None:
-            chart_name = KPI_CHARTS.get(name)
-            if chart_name is None:
+            chart_name = KPI_CHARTS.get(name) if desk_type is None else None
+            if chart_name is None:  # the KPI's own monthly series (with its filters)
                 png = charts.render_series(charts.series_data(
                     services, name, kpi.last_months(last_month, 12), location=location,
                     desk_type=desk_type))
