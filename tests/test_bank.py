@@ -318,7 +318,7 @@ def test_cli_import_bank_and_reconcile(tmp_path, monkeypatch):
     result = runner.invoke(app, ["import", "bank", str(fixture("ofxparse_checking.ofx")),
                                  "--account", "Checking"])
     assert result.exit_code == 0, result.output
-    assert "3 transactions" in result.stdout and "ledger balance 100.99" in result.stdout
+    assert "3 transactions" in result.stdout and "ledger balance $100.99" in result.stdout
     bad = runner.invoke(app, ["import", "bank",
                               str(fixture("derived_bank_medium_one_bad_amount.ofx"))])
     assert bad.exit_code == 2 and "TRNAMT" in bad.stdout
