@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -9,7 +11,6 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from finance.proration import DowngradeTiming, ProrationRule
-
 
 
 class ConfigError(Exception):
@@ -125,6 +126,13 @@ class Settings(BaseSettings):
                 "DESKBOOKS_EMBEDDINGS=openai needs OPENAI_BASE_URL or OPENAI_API_KEY"
             )
         return self
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, object]]:
+        """repr() and str() (log lines, tracebacks) mask the password of the database URL."""
+        for name, value in super().__repr_args__():
+            if name == "database_url" and isinstance(value, str):
+                value = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", value)
+            yield name, value
 
     @property
     def effective_database_url(self) -> str:

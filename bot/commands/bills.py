@@ -7,8 +7,18 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from bot.cli import AsOpt, JsonOpt, TodayOpt, UsageError, _actor, _date, _emit, _services, app, \
-    handle_errors
+from bot.cli import (
+    AsOpt,
+    JsonOpt,
+    TodayOpt,
+    UsageError,
+    _actor,
+    _date,
+    _emit,
+    _services,
+    app,
+    handle_errors,
+)
 from finance.approvals import (
     BillDraft,
     BillError,
@@ -47,9 +57,15 @@ def _bill_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _printable(text: str) -> str:
+    """One terminal line: line breaks, tabs, escape and bidi controls shown as spaces."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
 def _line(b: BillView) -> str:
     waiting = f" → {b.next_step}" if b.next_step else ""
-    return (f"#{b.id:<6} {b.bill_date}  {b.vendor[:28]:<28} {b.number[:18]:<18} "
+    vendor, number = _printable(b.vendor), _printable(b.number)
+    return (f"#{b.id:<6} {b.bill_date}  {vendor[:28]:<28} {number[:18]:<18} "
             f"{format_cents(b.amount_cents):>13}  {b.location:<4} {b.status}{waiting}")
 
 
