@@ -61,7 +61,11 @@ class SlackNotifier:
     client: Any  # slack_sdk.WebClient
 
     def post(self, channel: str, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
-        kwargs: dict[str, Any] = {"channel": channel, "text": text[:3000]}
+        from bot.slack.blocks import escape
+
+        # with blocks the text is the notification fallback: escaped like the blocks
+        kwargs: dict[str, Any] = {"channel": channel,
+                                  "text": (escape(text) if blocks else text)[:3000]}
         if blocks:
             kwargs["blocks"] = blocks
         self.client.chat_postMessage(**kwargs)

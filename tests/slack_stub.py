@@ -24,14 +24,26 @@ class SlackStub:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.files: dict[str, tuple[str, str, bytes]] = {}  # id -> (name, mimetype, data)
+        self.file_urls: dict[str, str] = {}  # id -> a download URL somewhere else
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> message
         self.uploads: dict[str, bytes] = {}
         self.lock = threading.Lock()
         self.ts = itertools.count(1)
         self.base = ""
         self.fail_methods: set[str] = set()
 
-    def add_file(self, file_id: str, name: str, mimetype: str, data: bytes) -> None:
+    def add_file(self, file_id: str, name: str, mimetype: str, data: bytes, *,
+                 url: str | None = None) -> None:
+        """Share a file; ``url`` makes files.info name a download URL on another host."""
         self.files[file_id] = (name, mimetype, data)
+        if url:
+            self.file_urls[file_id] = url
+
+    def posted(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Messages as they stand now (updates applied), oldest first, each with its ts."""
+        with self.lock:
+            return [dict(m) for m in self.messages.values()
+                    if channel is None or m["channel"] == channel]
 
     def named(self, method: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -50,6 +62,14 @@ class SlackStub:
         if method in ("chat.postMessage", "chat.update"):
             channel = args.get("channel", "C0")
             ts = args.get("ts") or f"1700000000.{n:06d}"
+            with self.lock:
+                if method == "chat.postMessage":
+                    self.messages[(channel, ts)] = {"channel": channel, "ts": ts,
+                                                    "thread_ts": args.get("thread_ts")}
+                message = self.messages.get((channel, ts))
+                if message is not None:  # an update of a message the stub never saw is kept
+                    message.update(text=args.get("text", ""),  # in `calls` only
+                                   blocks=_json(args.get("blocks")) or [])
             return {"ok": True, "channel": channel, "ts": ts,
                     "message": {"text": args.get("text", ""), "ts": ts}}
         if method == "chat.postEphemeral":
@@ -61,10 +81,10 @@ class SlackStub:
             if file_id not in self.files:
                 return {"ok": False, "error": "file_not_found"}
             name, mimetype, data = self.files[file_id]
+            url = self.file_urls.get(file_id, f"{self.base}/files/{file_id}")
             return {"ok": True, "file": {
                 "id": file_id, "name": name, "mimetype": mimetype, "size": len(data),
-                "url_private": f"{self.base}/files/{file_id}",
-                "url_private_download": f"{self.base}/files/{file_id}"}}
+                "url_private": url, "url_private_download": url}}
         if method == "files.getUploadURLExternal":
             file_id = f"FUP{n}"
             return {"ok": True, "upload_url": f"{self.base}/upload/{file_id}",

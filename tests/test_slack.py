@@ -10,8 +10,9 @@ import hashlib
 import hmac
 import io
 import json
-import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from sqlalchemy import select
 from bot.assistant import Assistant
 from bot.slack import ids
 from bot.slack.app import SlackConfigError, build_app, request_approvals
-from finance.models import Approval, Bill, Expense, Invoice, JournalEntry, SlackUser
+from finance.models import Approval, Bill, Invoice, SlackUser
 from finance.services import Services
 from tests.helpers import add_member, build_space, count
 from tests.slack_stub import BOT_TOKEN, SlackStub, serve
@@ -59,8 +60,8 @@ def interactive(body: dict[str, Any], **kw: Any) -> BoltRequest:
                   content_type="application/x-www-form-urlencoded", **kw)
 
 
-@pytest.fixture
-def slack(services):
+@contextmanager
+def slack_world(services: Services) -> Iterator[dict[str, Any]]:
     """Services with Slack settings, a space with members and roles, and the stand-in."""
     stub = SlackStub()
     with serve(stub) as api_url:
@@ -88,6 +89,13 @@ def slack(services):
             ])
         yield {"services": svc, "stub": stub, "client": WebClient(token=BOT_TOKEN,
                                                                    base_url=api_url)}
+
+
+@pytest.fixture
+def slack(services):
+    """The Slack world (see :func:`slack_world`) on the backend under test."""
+    with slack_world(services) as world:
+        yield world
 
 
 def _secret(value: str) -> Any:

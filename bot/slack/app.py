@@ -8,11 +8,14 @@ see neutral errors with a correlation id, never an exception string.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -20,7 +23,8 @@ from typing import Any
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from bot.assistant import Assistant, build_request
 from bot.slack import blocks, ids
@@ -39,26 +43,97 @@ class SlackConfigError(RuntimeError):
     """Slack settings are missing or wrong; the message says which."""
 
 
+class AckGate:
+    """Acks first: listener work waits (briefly) while Slack requests are still being acked.
+
+    In HTTP mode Bolt acks an event and runs its listener on a worker thread of the same
+    process. When a burst arrives, the first listeners would otherwise compete with the
+    remaining acks for the interpreter; the HTTP layer counts requests in flight with
+    :meth:`acking`, and listeners call :meth:`wait` before their slow work, which returns once
+    no request has been in flight for ``quiet_s``. The wait is bounded: a steady stream of
+    requests delays work by at most ``max_wait_s``.
+    """
+
+    def __init__(self, max_wait_s: float = 0.5, quiet_s: float = 0.02) -> None:
+        self.max_wait_s = max_wait_s
+        self.quiet_s = quiet_s
+        self._inflight = 0
+        self._last = 0.0
+        self._idle = threading.Condition()
+
+    @contextmanager
+    def acking(self) -> Iterator[None]:
+        with self._idle:
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._last = time.monotonic()
+                if not self._inflight:
+                    self._idle.notify_all()
+
+    def wait(self) -> None:
+        deadline = time.monotonic() + self.max_wait_s
+        with self._idle:
+            while True:
+                now = time.monotonic()
+                quiet_for = now - self._last
+                if (not self._inflight and quiet_for >= self.quiet_s) or now >= deadline:
+                    return
+                self._idle.wait(min(deadline - now,
+                                    self.quiet_s - quiet_for if not self._inflight
+                                    else self.quiet_s))
+
+
+class DbHealth:
+    """When the database last answered. A first delivery arriving within ``fresh_s`` of a
+    success is acked without asking the database again (its listener still claims the event
+    id before doing anything); anything else is checked before the ack."""
+
+    def __init__(self, fresh_s: float = 2.0) -> None:
+        self.fresh_s = fresh_s
+        self._last_ok = -1e9
+
+    def ok(self) -> None:
+        self._last_ok = time.monotonic()
+
+    def failed(self) -> None:
+        self._last_ok = -1e9
+
+    def recently_ok(self) -> bool:
+        return time.monotonic() - self._last_ok < self.fresh_s
+
+
 @dataclass
 class SlackDeps:
     services: Services
     assistant: Assistant
     working_after_s: float = 2.0  # post "working on it" when an answer takes longer
-    background: Callable[[Callable[[], None]], None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    gate: AckGate | None = None  # HTTP mode only: listeners let pending acks go first
+    health: DbHealth = field(default_factory=DbHealth)
+
+    def before_work(self) -> None:
+        if self.gate is not None:
+            self.gate.wait()
 
 
 def build_app(services: Services, *, assistant: Assistant | None = None,
               client: WebClient | None = None, process_before_response: bool = False,
-              working_after_s: float = 2.0) -> App:
-    """A Bolt app wired to the services; refuses to build without tokens."""
+              working_after_s: float = 2.0, gate: AckGate | None = None) -> App:
+    """A Bolt app wired to the services; refuses to build without tokens.
+
+    ``gate`` (HTTP mode, shared with :func:`bot.slack.server.make_wsgi_app`) lets acks go
+    before listener work; it is ignored when listeners run before the response.
+    """
     settings = services.settings
     missing = [name for name, value in (("SLACK_BOT_TOKEN", settings.slack_bot_token),
                                         ("SLACK_SIGNING_SECRET", settings.slack_signing_secret))
                if value is None or not value.get_secret_value()]
     if missing:
         raise SlackConfigError(f"{' and '.join(missing)} must be set to run the Slack app "
-                               "(see the README's Slack section); `deskbooks chat` works "
+                               "(docs/slack.md says where to find them); `deskbooks chat` works "
                                "without them")
     token = settings.slack_bot_token.get_secret_value()  # type: ignore[union-attr]
     client = client or WebClient(token=token, base_url=settings.slack_api_url)
@@ -73,7 +148,8 @@ def build_app(services: Services, *, assistant: Assistant | None = None,
         token_verification_enabled=False,
         raise_error_for_unhandled_request=False,
     )
-    deps = SlackDeps(services, assistant, working_after_s)
+    deps = SlackDeps(services, assistant, working_after_s,
+                     gate=None if process_before_response else gate)
     app.use(_dedupe_events(deps))
     register_conversations(app, deps)
     register_buttons(app, deps)
@@ -99,21 +175,109 @@ def actor_of(body: dict[str, Any], user_id: str | None = None) -> Actor:
 
 
 def _dedupe_events(deps: SlackDeps) -> Callable[..., Any]:
-    """Events are handled once per event id, whatever Slack's retries do."""
+    """Events are handled once per event id, whatever Slack's retries do.
 
-    def middleware(body: dict[str, Any], next: Callable[[], Any], logger: Any) -> Any:  # noqa: A002
+    Two steps, so the ack never waits for a database write (SQLite has one writer, and the
+    assistant's own writes would hold up every ack behind them):
+
+    1. Before the ack, a read: an event id already claimed is acked and dropped. If the
+       database cannot be read, nothing has happened yet: the user is told once (first
+       delivery only), with a reference, and the request fails with 503 so Slack delivers
+       the event again; the retry that finds the database back is handled normally.
+       A first delivery (no retry header) arriving while the database answered within the
+       last couple of seconds (:class:`DbHealth`) skips the read: it cannot have been seen.
+       If the database fails in that short window the listener still answers with a
+       reference, and the next event is checked again.
+    2. After the ack, the listener claims the id (a unique ``slack_event`` row) with
+       :func:`claim_event` before doing anything; of two deliveries racing past step 1 only
+       one claim succeeds, and the other does nothing.
+    """
+
+    def middleware(body: dict[str, Any], request: Any, client: WebClient,
+                   next: Callable[[], Any]) -> Any:  # noqa: A002
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id:
-            try:
-                with deps.services.session() as session:
-                    session.add(SlackEvent(event_id=str(event_id)[:60],
-                                           team_id=body.get("team_id")))
-            except IntegrityError:
-                log.info("duplicate delivery of %s ignored", event_id)
-                return BoltResponse(status=200, body="")
+        if not event_id:
+            return next()
+        first_delivery = not (request.headers.get("x-slack-retry-num") or [None])[0]
+        if first_delivery and deps.health.recently_ok():
+            return next()  # nothing to look up: the listener's claim still makes it once
+        try:
+            with deps.services.session() as session:
+                seen = session.execute(select(SlackEvent.id).where(
+                    SlackEvent.event_id == str(event_id)[:60])).first() is not None
+            deps.health.ok()
+        except SQLAlchemyError:
+            deps.health.failed()
+            ref = uuid.uuid4().hex[:10]
+            log.exception("could not check event %s (ref %s); asking Slack to retry",
+                          event_id, ref)
+            target = _reply_target(body.get("event") or {})
+            if first_delivery and target:
+                _notify_failure(client, *target, ref)
+            return BoltResponse(status=503, body=json.dumps({"error": "unavailable",
+                                                             "ref": ref}))
+        if seen:
+            log.info("duplicate delivery of %s ignored", event_id)
+            return BoltResponse(status=200, body="")
         return next()
 
     return middleware
+
+
+def claim_event(deps: SlackDeps, body: dict[str, Any]) -> bool:
+    """Record this delivery's event id; False when another delivery already has it."""
+    event_id = body.get("event_id")
+    if not event_id:
+        return True
+    deps.before_work()
+    try:
+        with deps.services.session() as session:
+            session.add(SlackEvent(event_id=str(event_id)[:60], team_id=body.get("team_id")))
+    except IntegrityError:
+        deps.health.ok()
+        log.info("duplicate delivery of %s ignored", event_id)
+        return False
+    except SQLAlchemyError:
+        deps.health.failed()  # the next event is checked before its ack
+        raise
+    deps.health.ok()
+    return True
+
+
+def _reply_target(event: dict[str, Any]) -> tuple[str, str] | None:
+    """(channel, thread) the bot would answer this event in, or None when it would not."""
+    if event.get("bot_id") or not event.get("channel") or not event.get("user"):
+        return None
+    if event.get("type") == "app_mention" or (
+            event.get("type") == "message" and event.get("channel_type") == "im"
+            and event.get("subtype") in (None, "file_share")):
+        return str(event["channel"]), str(event.get("thread_ts") or event.get("ts") or "")
+    return None
+
+
+def _notify_failure(client: WebClient, channel: str, thread_ts: str | None, ref: str) -> None:
+    try:
+        _post(client, channel, thread_ts or None, f"Something went wrong (ref {ref})",
+              blocks.build_error(ref))
+    except Exception:  # Slack itself is unreachable: the log has it
+        log.warning("could not report ref %s to Slack", ref)
+
+
+@contextmanager
+def _politely(client: WebClient, body: dict[str, Any], what: str,
+              channel: str | None = None) -> Iterator[None]:
+    """Unexpected failures in a click: a neutral ephemeral with a reference, the log has the
+    rest (never the exception text in Slack)."""
+    try:
+        yield
+    except Exception:
+        ref = uuid.uuid4().hex[:10]
+        log.exception("%s failed (ref %s)", what, ref)
+        user = (body.get("user") or {}).get("id") or body.get("user_id")
+        if user:
+            _ephemeral(client, channel or _container(body)[0], str(user),
+                       f"Something went wrong on my side (ref {ref}). Please try again; if it "
+                       "keeps happening, give an admin this reference.")
 
 
 def _error_handler(error: Exception, body: dict[str, Any], logger: Any) -> BoltResponse:
@@ -124,7 +288,10 @@ def _error_handler(error: Exception, body: dict[str, Any], logger: Any) -> BoltR
 
 def _post(client: WebClient, channel: str, thread_ts: str | None, text: str,
           block_list: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"channel": channel, "text": text[:3000]}
+    # with blocks, ``text`` is the notification fallback, which Slack also parses for
+    # mentions: escape it like the blocks (text-only callers escape what they insert)
+    kwargs: dict[str, Any] = {"channel": channel,
+                              "text": (blocks.escape(text) if block_list else text)[:3000]}
     if thread_ts:
         kwargs["thread_ts"] = thread_ts
     if block_list:
@@ -146,11 +313,7 @@ def _fail_politely(client: WebClient, channel: str | None, thread_ts: str | None
     ref = uuid.uuid4().hex[:10]
     log.exception("%s failed (ref %s)", what, ref)
     if channel:
-        try:
-            _post(client, channel, thread_ts, f"Something went wrong (ref {ref})",
-                  blocks.build_error(ref))
-        except Exception:  # Slack itself is unreachable: the log has it
-            log.warning("could not report ref %s to Slack", ref)
+        _notify_failure(client, channel, thread_ts, ref)
 
 
 # --------------------------------------------------------------------------- conversations
@@ -189,7 +352,8 @@ def answer_in_thread(deps: SlackDeps, client: WebClient, actor: Actor, channel: 
             timer.cancel()
     content = blocks.build_answer(answer.text, pending=answer.pending_actions)
     if state["placeholder"]:
-        client.chat_update(channel=channel, ts=state["placeholder"], text=answer.text[:3000],
+        client.chat_update(channel=channel, ts=state["placeholder"],
+                           text=blocks.escape(answer.text)[:3000],
                            blocks=content)
     else:
         _post(client, channel, thread_ts, answer.text, content)
@@ -218,8 +382,13 @@ def _has_history(deps: SlackDeps, key: str) -> bool:
 def register_conversations(app: App, deps: SlackDeps) -> None:
     @app.event("app_mention")
     def handle_mention(event: dict[str, Any], body: dict[str, Any], client: WebClient) -> None:
-        channel, thread_ts = event["channel"], event.get("thread_ts") or event["ts"]
+        channel, thread_ts = event.get("channel"), event.get("thread_ts") or event.get("ts")
+        if not isinstance(channel, str) or not isinstance(thread_ts, str):
+            log.warning("app_mention without a channel or ts ignored")
+            return
         try:
+            if not claim_event(deps, body):
+                return
             actor = actor_of(body, event.get("user"))
             answer_in_thread(deps, client, actor, channel, thread_ts,
                              MENTION.sub("", event.get("text", "")).strip())
@@ -229,24 +398,28 @@ def register_conversations(app: App, deps: SlackDeps) -> None:
     @app.event("message")
     def handle_message(event: dict[str, Any], body: dict[str, Any], client: WebClient,
                        context: dict[str, Any]) -> None:
+        """DMs, receipts shared in a DM (or with a mention), replies in threads we are in."""
         if event.get("bot_id") or event.get("subtype") not in (None, "file_share"):
             return
         channel = event.get("channel")
         if not channel or not event.get("user"):
             return
-        thread_ts = event.get("thread_ts") or event.get("ts")
+        thread_ts = str(event.get("thread_ts") or event.get("ts") or "")
         try:
             actor = actor_of(body, event["user"])
-            if event.get("files"):
-                handle_receipts(deps, client, actor, channel, thread_ts, event["files"])
-                return
             text = event.get("text") or ""
             bot_user = context.get("bot_user_id")
-            if bot_user and f"<@{bot_user}>" in text:
-                return  # the app_mention event answers it
+            mentioned = bool(bot_user) and f"<@{bot_user}>" in text
             is_dm = event.get("channel_type") == "im"
+            if event.get("files"):
+                if (is_dm or mentioned) and claim_event(deps, body):
+                    handle_receipts(deps, client, actor, channel, thread_ts, event["files"])
+                return
+            if mentioned:
+                return  # the app_mention event answers it
             key = thread_key(actor.team_id, channel, thread_ts)
-            if is_dm or (event.get("thread_ts") and _has_history(deps, key)):
+            if (is_dm or (event.get("thread_ts") and _has_history(deps, key))) \
+                    and claim_event(deps, body):
                 answer_in_thread(deps, client, actor, channel, thread_ts,
                                  MENTION.sub("", text).strip())
         except Exception:
@@ -291,7 +464,6 @@ def handle_receipts(deps: SlackDeps, client: WebClient, actor: Actor, channel: s
 
 def receipt_card(deps: SlackDeps, actor: Actor, data: bytes) -> list[dict[str, Any]]:
     from finance import expenses
-    from finance.models import Expense
     from finance.receipts import scan_receipt
 
     request = build_request(deps.services, actor, "", None)
@@ -349,38 +521,9 @@ def register_buttons(app: App, deps: SlackDeps) -> None:
     def handle_confirm(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, Any],
                        client: WebClient) -> None:
         ack()
-        from tools import actions
-
-        channel, ts = _container(body)
-        actor = actor_of(body)
-        try:
-            result = actions.confirm(services, actor, str(action.get("value", "")),
-                                     today=_today(deps, actor))
-        except NotAuthorized as exc:
-            _ephemeral(client, channel, actor.user_id, str(exc))
-            return
-        except ValueError as exc:
-            _ephemeral(client, channel, actor.user_id, f"That didn't work: {exc}")
-            return
-        if result.outcome not in ("done",):
-            _ephemeral(client, channel, actor.user_id, result.message)
-            return
-        if channel and ts:
-            client.chat_update(channel=channel, ts=ts, text=result.message,
-                               blocks=blocks.build_action_done(result.message, actor.user_id,
-                                                               "done"))
-        follow = (result.result or {}).get("next_action")
-        if follow and channel:
-            from sqlalchemy import select
-
-            from finance.models import PendingAction
-
-            with services.session() as session:
-                row = session.execute(select(PendingAction).where(
-                    PendingAction.token == follow)).scalar_one()
-                summary = str(row.preview.get("summary", "Next step"))
-            _post(client, channel, ts, summary,
-                  blocks.build_answer(summary, pending=[{"token": follow, "summary": summary}]))
+        with _politely(client, body, "confirm"):
+            confirm_pending(deps, client, actor_of(body), str(action.get("value", "")),
+                            *_container(body))
 
     @app.action(ids.CANCEL_ACTION)
     def handle_cancel(ack: Callable[..., Any], body: dict[str, Any], action: dict[str, Any],
@@ -388,19 +531,20 @@ def register_buttons(app: App, deps: SlackDeps) -> None:
         ack()
         from tools import actions
 
-        channel, ts = _container(body)
-        actor = actor_of(body)
-        try:
-            result = actions.cancel(services, actor, str(action.get("value", "")))
-        except NotAuthorized as exc:
-            _ephemeral(client, channel, actor.user_id, str(exc))
-            return
-        if result.outcome == "cancelled" and channel and ts:
-            client.chat_update(channel=channel, ts=ts, text=result.message,
-                               blocks=blocks.build_action_done(result.message, actor.user_id,
-                                                               "cancelled"))
-        else:
-            _ephemeral(client, channel, actor.user_id, result.message)
+        with _politely(client, body, "cancel"):
+            channel, ts = _container(body)
+            actor = actor_of(body)
+            try:
+                result = actions.cancel(services, actor, str(action.get("value", "")))
+            except NotAuthorized as exc:
+                _ephemeral(client, channel, actor.user_id, str(exc))
+                return
+            if result.outcome == "cancelled" and channel and ts:
+                client.chat_update(channel=channel, ts=ts, text=blocks.escape(result.message),
+                                   blocks=blocks.build_action_done(result.message,
+                                                                   actor.user_id, "cancelled"))
+            else:
+                _ephemeral(client, channel, actor.user_id, result.message)
 
     # ---- bills
 
@@ -408,19 +552,19 @@ def register_buttons(app: App, deps: SlackDeps) -> None:
     def handle_bill_approve(ack: Callable[..., Any], body: dict[str, Any],
                             action: dict[str, Any], client: WebClient) -> None:
         ack()
-        channel, ts = _container(body)
-        actor = actor_of(body)
-        decide_bill(deps, client, actor, _value_id(action["value"], "bill"), "approve", None,
-                    channel, ts)
+        with _politely(client, body, "bill approval"):
+            decide_bill(deps, client, actor_of(body), _value_id(action["value"], "bill"),
+                        "approve", None, *_container(body))
 
     @app.action(ids.BILL_REJECT)
     def handle_bill_reject(ack: Callable[..., Any], body: dict[str, Any],
                            action: dict[str, Any], client: WebClient) -> None:
         ack()
-        channel, ts = _container(body)
-        bill_id = _value_id(action["value"], "bill")
-        client.views_open(trigger_id=body["trigger_id"],
-                          view=blocks.build_reject_modal(bill_id, channel, ts))
+        with _politely(client, body, "bill reject modal"):
+            channel, ts = _container(body)
+            bill_id = _value_id(action["value"], "bill")
+            client.views_open(trigger_id=body["trigger_id"],
+                              view=blocks.build_reject_modal(bill_id, channel, ts))
 
     @app.view(ids.BILL_REJECT_MODAL)
     def handle_reject_submission(ack: Callable[..., Any], body: dict[str, Any],
@@ -431,10 +575,10 @@ def register_buttons(app: App, deps: SlackDeps) -> None:
             ack(response_action="errors", errors={ids.REASON_BLOCK: "Say why it is rejected."})
             return
         ack()
-        subject, channel, ts = (view.get("private_metadata") or "||").split("|")
-        actor = actor_of(body)
-        decide_bill(deps, client, actor, _value_id(subject, "bill"), "reject", reason.strip(),
-                    channel or None, ts or None)
+        subject, channel, ts = _metadata(view)
+        with _politely(client, body, "bill rejection", channel):
+            decide_bill(deps, client, actor_of(body), _value_id(subject, "bill"), "reject",
+                        reason.strip(), channel, ts)
 
     # ---- receipts
 
@@ -442,55 +586,51 @@ def register_buttons(app: App, deps: SlackDeps) -> None:
     def handle_receipt_confirm(ack: Callable[..., Any], body: dict[str, Any],
                                action: dict[str, Any], client: WebClient) -> None:
         ack()
-        confirm_receipt(deps, client, actor_of(body), _value_id(action["value"], "expense"),
-                        None, *_container(body))
+        with _politely(client, body, "receipt confirm"):
+            confirm_receipt(deps, client, actor_of(body), _value_id(action["value"], "expense"),
+                            None, *_container(body))
+
+    @app.action(ids.RECEIPT_CONFIRM_ANYWAY)
+    def handle_receipt_confirm_anyway(ack: Callable[..., Any], body: dict[str, Any],
+                                      action: dict[str, Any], client: WebClient) -> None:
+        ack()
+        with _politely(client, body, "receipt confirm (not a duplicate)"):
+            confirm_receipt(deps, client, actor_of(body), _value_id(action["value"], "expense"),
+                            None, *_container(body), allow_duplicate=True)
 
     @app.action(ids.RECEIPT_CHANGE)
     def handle_receipt_change(ack: Callable[..., Any], body: dict[str, Any],
                               action: dict[str, Any], client: WebClient) -> None:
         ack()
-        from finance.models import Expense
-
-        channel, ts = _container(body)
-        expense_id = _value_id(action["value"], "expense")
-        with services.session() as session:
-            exp = session.get(Expense, expense_id)
-            current = exp.account_code if exp else None
-        accounts = [(a.code, a.name) for a in sorted(services.chart.accounts,
-                                                        key=lambda a: a.code)
-                    if a.type == "expense" or a.code in ("1200", "1500", "1510", "1520")]
-        client.views_open(trigger_id=body["trigger_id"], view=blocks.build_category_modal(
-            expense_id, accounts, current, channel, ts))
+        with _politely(client, body, "category modal"):
+            channel, ts = _container(body)
+            expense_id = _value_id(action["value"], "expense")
+            client.views_open(trigger_id=body["trigger_id"], view=blocks.build_category_modal(
+                expense_id, category_choices(deps), _current_account(deps, expense_id),
+                channel, ts))
 
     @app.view(ids.RECEIPT_CATEGORY_MODAL)
     def handle_category_submission(ack: Callable[..., Any], body: dict[str, Any],
                                    view: dict[str, Any], client: WebClient) -> None:
-        ack()
         values = view["state"]["values"]
         chosen = (((values.get(ids.ACCOUNT_BLOCK) or {}).get(ids.ACCOUNT_INPUT) or {})
                   .get("selected_option") or {}).get("value")
-        subject, channel, ts = (view.get("private_metadata") or "||").split("|")
-        confirm_receipt(deps, client, actor_of(body), _value_id(subject, "expense"), chosen,
-                        channel or None, ts or None)
+        if not chosen:
+            ack(response_action="errors", errors={ids.ACCOUNT_BLOCK: "Choose an account."})
+            return
+        ack()
+        subject, channel, ts = _metadata(view)
+        with _politely(client, body, "category change", channel):
+            confirm_receipt(deps, client, actor_of(body), _value_id(subject, "expense"),
+                            chosen, channel, ts)
 
     @app.action(ids.RECEIPT_DISCARD)
     def handle_receipt_discard(ack: Callable[..., Any], body: dict[str, Any],
                                action: dict[str, Any], client: WebClient) -> None:
         ack()
-        from finance import expenses
-
-        channel, ts = _container(body)
-        actor = actor_of(body)
-        expense_id = _value_id(action["value"], "expense")
-        try:
-            expenses.discard_expense(services, actor, expense_id, reason="discarded in Slack")
-        except (NotAuthorized, ValueError) as exc:
-            _ephemeral(client, channel, actor.user_id, str(exc))
-            return
-        if channel and ts:
-            card = render_expense(deps, expense_id)
-            card.append(blocks.context(f"Discarded by <@{blocks.escape(actor.user_id)}>"))
-            client.chat_update(channel=channel, ts=ts, text="Receipt discarded", blocks=card)
+        with _politely(client, body, "receipt discard"):
+            discard_receipt(deps, client, actor_of(body), _value_id(action["value"], "expense"),
+                            *_container(body))
 
     # ---- anomalies
 
@@ -498,15 +638,38 @@ def register_buttons(app: App, deps: SlackDeps) -> None:
     def handle_anomaly_dismiss(ack: Callable[..., Any], body: dict[str, Any],
                                action: dict[str, Any], client: WebClient) -> None:
         ack()
-        triage_anomaly(deps, client, actor_of(body), _value_id(action["value"], "anomaly"),
-                       "dismissed", *_container(body))
+        with _politely(client, body, "anomaly dismiss"):
+            triage_anomaly(deps, client, actor_of(body), _value_id(action["value"], "anomaly"),
+                           "dismissed", *_container(body))
 
     @app.action(ids.ANOMALY_INVESTIGATE)
     def handle_anomaly_investigate(ack: Callable[..., Any], body: dict[str, Any],
                                    action: dict[str, Any], client: WebClient) -> None:
         ack()
-        triage_anomaly(deps, client, actor_of(body), _value_id(action["value"], "anomaly"),
-                       "investigating", *_container(body))
+        with _politely(client, body, "anomaly investigate"):
+            triage_anomaly(deps, client, actor_of(body), _value_id(action["value"], "anomaly"),
+                           "investigating", *_container(body))
+
+
+def _metadata(view: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """(subject id, channel, message ts) a modal carries in its private metadata."""
+    subject, _, rest = str(view.get("private_metadata") or "").partition("|")
+    channel, _, ts = rest.partition("|")
+    return subject, channel or None, ts or None
+
+
+def category_choices(deps: SlackDeps) -> list[tuple[str, str]]:
+    """Accounts a receipt may be posted to: expense accounts and the CapEx/prepaid assets."""
+    return [(a.code, a.name) for a in sorted(deps.services.chart.accounts, key=lambda a: a.code)
+            if a.type == "expense" or a.code in ("1200", "1500", "1510", "1520")]
+
+
+def _current_account(deps: SlackDeps, expense_id: int) -> str | None:
+    from finance.models import Expense
+
+    with deps.services.session() as session:
+        exp = session.get(Expense, expense_id)
+        return exp.account_code if exp else None
 
 
 # --------------------------------------------------------------------------- flows
@@ -527,7 +690,8 @@ def bill_message(deps: SlackDeps, bill_id: int) -> tuple[str, list[dict[str, Any
         history.append(f"{policy.label(a.step)} {a.decision} by {who} "
                        f"at {a.decided_at:%Y-%m-%d %H:%M} UTC{why}")
     waiting = policy.label(view.next_step) if view.next_step else None
-    text = f"Bill {view.number} from {view.vendor}: {view.status}"
+    text = (f"Bill {blocks.escape(view.number)} from {blocks.escape(view.vendor)}: "
+            f"{view.status}")
     return text, blocks.build_bill_card(view, vendor=view.vendor, waiting_for=waiting,
                                         history=history)
 
@@ -538,7 +702,8 @@ def request_approvals(deps: SlackDeps, client: WebClient, bill_id: int) -> list[
 
     with deps.services.session() as session:
         view = approvals.get_bill(session, bill_id)
-        people = approvals.approvers_for(session, bill_id, policy=approvals.policy_of(deps.services),
+        people = approvals.approvers_for(session, bill_id,
+                                         policy=approvals.policy_of(deps.services),
                                          now=deps.services.clock())
     if view.status != "pending":
         return []
@@ -578,22 +743,27 @@ def decide_bill(deps: SlackDeps, client: WebClient, actor: Actor, bill_id: int, 
 
 
 def confirm_receipt(deps: SlackDeps, client: WebClient, actor: Actor, expense_id: int,
-                    account: str | None, channel: str | None, ts: str | None) -> None:
+                    account: str | None, channel: str | None, ts: str | None, *,
+                    allow_duplicate: bool = False) -> None:
     from finance import expenses
 
     try:
-        result = expenses.confirm_expense(deps.services, actor, expense_id, account_code=account)
+        result = expenses.confirm_expense(deps.services, actor, expense_id, account_code=account,
+                                          allow_duplicate=allow_duplicate)
     except NotAuthorized as exc:
         _ephemeral(client, channel, actor.user_id, str(exc))
         return
     except ValueError as exc:  # DuplicateExpense, ExpenseError, unknown account
         _ephemeral(client, channel, actor.user_id, f"Not posted: {exc}")
         return
+    if result.already_posted:  # a double click or a second confirmer: the card stands
+        _ephemeral(client, channel, actor.user_id,
+                   f"Expense #{expense_id} is already posted (to {result.account_code}).")
+        return
     if channel and ts:
         card = render_expense(deps, expense_id)
-        note = ("already posted" if result.already_posted
-                else f"Posted by <@{blocks.escape(actor.user_id)}> to {result.account_code}")
-        card.append(blocks.context(note))
+        card.append(blocks.context(f"Posted by <@{blocks.escape(actor.user_id)}> to "
+                                   f"{blocks.escape(result.account_code)}"))
         client.chat_update(channel=channel, ts=ts, text="Receipt posted", blocks=card)
 
 
@@ -627,3 +797,51 @@ def triage_anomaly(deps: SlackDeps, client: WebClient, actor: Actor, anomaly_id:
         card.append(blocks.context(f"<@{blocks.escape(actor.user_id)}> is investigating"))
     if channel and ts:
         client.chat_update(channel=channel, ts=ts, text=row.reason[:300], blocks=card)
+
+
+def confirm_pending(deps: SlackDeps, client: WebClient, actor: Actor, token: str,
+                    channel: str | None, ts: str | None) -> None:
+    """Run a prepared write (a billing run, issuing invoices...) after re-checking the role."""
+    from sqlalchemy import select
+
+    from finance.models import PendingAction
+    from tools import actions
+
+    try:
+        result = actions.confirm(deps.services, actor, token, today=_today(deps, actor))
+    except NotAuthorized as exc:
+        _ephemeral(client, channel, actor.user_id, str(exc))
+        return
+    except ValueError as exc:
+        _ephemeral(client, channel, actor.user_id, f"That didn't work: {blocks.escape(exc)}")
+        return
+    if result.outcome != "done":
+        _ephemeral(client, channel, actor.user_id, result.message)
+        return
+    if channel and ts:
+        client.chat_update(channel=channel, ts=ts, text=blocks.escape(result.message),
+                           blocks=blocks.build_action_done(result.message, actor.user_id,
+                                                           "done"))
+    follow = (result.result or {}).get("next_action")
+    if follow and channel:
+        with deps.services.session() as session:
+            row = session.execute(select(PendingAction).where(
+                PendingAction.token == follow)).scalar_one()
+            summary = str(row.preview.get("summary", "Next step"))
+        _post(client, channel, ts, summary,
+              blocks.build_answer(summary, pending=[{"token": follow, "summary": summary}]))
+
+
+def discard_receipt(deps: SlackDeps, client: WebClient, actor: Actor, expense_id: int,
+                    channel: str | None, ts: str | None) -> None:
+    from finance import expenses
+
+    try:
+        expenses.discard_expense(deps.services, actor, expense_id, reason="discarded in Slack")
+    except (NotAuthorized, ValueError) as exc:
+        _ephemeral(client, channel, actor.user_id, str(exc))
+        return
+    if channel and ts:
+        card = render_expense(deps, expense_id)
+        card.append(blocks.context(f"Discarded by <@{blocks.escape(actor.user_id)}>"))
+        client.chat_update(channel=channel, ts=ts, text="Receipt discarded", blocks=card)

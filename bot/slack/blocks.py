@@ -148,11 +148,14 @@ def build_receipt_card(expense: Any, *, account_name: str | None, confidence: in
         blocks.append(context(":warning: The receipt contains instruction-like text; "
                               "it was treated as data only."))
     if expense.status == "draft":
-        blocks.append(actions_block(
-            button("Confirm", ids.RECEIPT_CONFIRM, f"expense:{expense.id}", "primary"),
-            button("Change category", ids.RECEIPT_CHANGE, f"expense:{expense.id}"),
-            button("Discard", ids.RECEIPT_DISCARD, f"expense:{expense.id}", "danger"),
-            block_id=f"expense:{expense.id}"))
+        value = f"expense:{expense.id}"
+        buttons = [button("Confirm", ids.RECEIPT_CONFIRM, value, "primary"),
+                   button("Change category", ids.RECEIPT_CHANGE, value),
+                   button("Discard", ids.RECEIPT_DISCARD, value, "danger")]
+        if duplicates:
+            buttons.insert(1, button("Not a duplicate: post it", ids.RECEIPT_CONFIRM_ANYWAY,
+                                     value))
+        blocks.append(actions_block(*buttons, block_id=value))
     return blocks
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
@@ -41,6 +40,7 @@ def build_dashboard(deps: SlackDeps, user_id: str, team_id: str | None) -> dict[
             return
         tiles.append((label, out.summary[:120]))
 
+    tile("MRR", "lookup_kpi", {"kpi": "mrr", "start": start, "end": end})
     tile("MRR vs plan", "lookup_kpi", {"kpi": "mrr_vs_plan", "start": start, "end": end})
     tile("Occupancy", "lookup_kpi", {"kpi": "occupancy_rate", "start": start, "end": end})
     tile("Active members", "lookup_kpi", {"kpi": "active_members", "start": start, "end": end})
@@ -82,5 +82,6 @@ def register(app: App, deps: SlackDeps) -> None:
                            client: WebClient) -> None:
         if event.get("tab", "home") != "home":
             return
+        deps.before_work()
         view = build_dashboard(deps, event["user"], body.get("team_id"))
         client.views_publish(user_id=event["user"], view=view)

@@ -10,6 +10,7 @@ REASON_BLOCK = "reason"
 REASON_INPUT = "reason_input"
 
 RECEIPT_CONFIRM = "receipt_confirm"
+RECEIPT_CONFIRM_ANYWAY = "receipt_confirm_anyway"  # a likely duplicate, posted knowingly
 RECEIPT_CHANGE = "receipt_change"
 RECEIPT_DISCARD = "receipt_discard"
 RECEIPT_CATEGORY_MODAL = "receipt_category_modal"

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import json
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 from slack_bolt import App
 from slack_bolt.request import BoltRequest
 
+from bot.slack.app import AckGate
 from finance import db
 from finance.services import Services
 
@@ -77,9 +79,12 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def make_wsgi_app(services: Services, bolt_app: App | None, *,
-                  max_body: int = MAX_BODY) -> Callable[[dict[str, Any], StartResponse],
-                                                        Iterable[bytes]]:
+def make_wsgi_app(services: Services, bolt_app: App | None, *, max_body: int = MAX_BODY,
+                  gate: AckGate | None = None) -> Callable[[dict[str, Any], StartResponse],
+                                                           Iterable[bytes]]:
+    """The WSGI app; ``gate`` (the one given to ``build_app``) counts Slack requests being
+    acked so that listener work waits for them."""
+
     def application(environ: dict[str, Any], start: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
@@ -91,7 +96,10 @@ def make_wsgi_app(services: Services, bolt_app: App | None, *,
                     return _reply(start, 404, {"error": "Slack is not configured"})
                 if method != "POST":
                     return _reply(start, 405, {"error": "POST only"})
-                return _slack(bolt_app, environ, start, max_body)
+                if gate is None:
+                    return _slack(bolt_app, environ, start, max_body)
+                with gate.acking():
+                    return _slack(bolt_app, environ, start, max_body)
             if path == "/hooks/usage":
                 if method != "POST":
                     return _reply(start, 405, {"error": "POST only"})
@@ -125,7 +133,10 @@ def _slack(bolt_app: App, environ: dict[str, Any], start: StartResponse,
     try:
         request = BoltRequest(body=text, query=environ.get("QUERY_STRING", ""),
                               headers=_headers(environ))
-    except ValueError:  # JSON or form body that does not parse
+    except (ValueError, AttributeError, TypeError, KeyError, IndexError):  # a body that does
+        # not parse, or fields of the wrong JSON type that Bolt reads while parsing (a body
+        # that is not an object; "user", "team", "channel", "enterprise" not objects,
+        # "authorizations" not a list of objects)
         return _reply(start, 400, {"error": "malformed body"})
     response = bolt_app.dispatch(request)
     headers = {k: v[0] if isinstance(v, list) else v for k, v in response.headers.items()}
@@ -165,7 +176,8 @@ def _usage(services: Services, environ: dict[str, Any], start: StartResponse,
         return _reply(start, 400, {"error": "body is not JSON"})
     items = payload.get("events") if isinstance(payload, dict) else payload
     if not isinstance(items, list) or not items:
-        return _reply(start, 400, {"error": "expected a JSON list of events (or {\"events\": [...]})"})
+        return _reply(start, 400, {"error": "expected a JSON list of events "
+                                            "(or {\"events\": [...]})"})
     if len(items) > MAX_EVENTS_PER_HOOK:
         return _reply(start, 413, {"error": f"at most {MAX_EVENTS_PER_HOOK} events per request"})
     events, rejected = [], []
@@ -187,10 +199,25 @@ def _usage(services: Services, environ: dict[str, Any], start: StartResponse,
     return _reply(start, 200, result)
 
 
+def make_server(wsgi: Callable[..., Any], port: int, host: str = "0.0.0.0",
+                threads: int = 16) -> Any:
+    """A waitress server (pure Python, production-grade, threads for concurrent acks), not yet
+    running: call ``.run()`` (blocks) and ``.close()``; ``.effective_port`` is the bound port."""
+    from waitress.server import create_server
+
+    return create_server(wsgi, host=host, port=port, threads=threads,
+                         max_request_body_size=MAX_BODY * 2, ident="deskbooks")
+
+
 def serve_http(wsgi: Callable[..., Any], port: int, host: str = "0.0.0.0",
                threads: int = 16) -> None:
-    """Serve with waitress (pure Python, production-grade, threads for concurrent acks)."""
-    from waitress import serve
-
-    serve(wsgi, host=host, port=port, threads=threads, max_request_body_size=MAX_BODY * 2,
-          ident="deskbooks")
+    """Serve until interrupted (``deskbooks serve``)."""
+    server = make_server(wsgi, port, host, threads)
+    gc.collect()
+    gc.freeze()  # start-up objects (SDKs, models, prompts) leave the collector's full scans
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
