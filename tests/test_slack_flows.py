@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from sqlalchemy import select
 import yaml
 from langchain_core.messages import AIMessage
 from sqlalchemy import create_engine, select
@@ -513,6 +514,24 @@ def test_slash_command_kpi_bills_anomalies_and_strangers(slack):
     assert "capex as opex" in ask("anomalies")["text"].replace("_", " ")
     assert "don't know you" in ask("kpi mrr", user="UNOBODY")["text"]
     assert slack["stub"].named("chat.postMessage") == []  # nothing public
+
+
+def test_slash_close_runs_the_checklist_for_managers_only(slack):
+    """`/books close` reports blockers for a manager and refuses staff; `check` never locks."""
+    from finance.models import PeriodLock
+
+    app = make_app(slack)
+
+    def ask(text: str, user: str = "W222") -> str:
+        resp = app.dispatch(slash(text, user))
+        return json.loads(resp.body)["text"]
+
+    assert "Usage" in ask("close")
+    assert "needs one of these roles" in ask("close 2026-10", user="U111")
+    report = ask("close 2026-10 check")
+    assert "bank reconciled" in report and "cannot close yet" in report
+    with slack["services"].session() as s:
+        assert s.execute(select(PeriodLock)).first() is None
 
 
 def _home_opened(user: str) -> Any:

@@ -22,6 +22,7 @@ HELP = (
     "• `/books quote Acme Design to Private Office on 2026-12-15`\n"
     "• `/books bills` — bills waiting for approval\n"
     "• `/books anomalies` — open findings\n"
+    "• `/books close 2026-10` — month-end checklist; locks the month when all pass\n"
     "• `/books <any question>` — same as asking me in a DM, without the LLM"
 )
 
@@ -62,11 +63,33 @@ def books_answer(deps: SlackDeps, body: dict[str, Any]) -> str:
         lines = [f"*{len(rows)} open anomalies*"]
         lines += [f"• {blocks.escape(r.kind)}: {blocks.escape(r.reason)}" for r in rows[:10]]
         return "\n".join(lines)
+    if word == "close":
+        return close_answer(deps, actor, rest)
     question = rest if word == "kpi" else text
     reply, token = answer_offline(ctx, question, deps.assistant.vocabulary())
     if token:
         reply += "\n(Ask me in a DM to get the Confirm button.)"
     return blocks.escape(reply)
+
+
+def close_answer(deps: SlackDeps, actor: Any, rest: str) -> str:
+    """`/books close YYYY-MM [check]`: the month-end checklist; locks when all pass (managers)."""
+    import re
+
+    from finance.authz import NotAuthorized
+    from finance.close import close_period
+
+    parts = rest.split()
+    if not parts or not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", parts[0]):
+        return "Usage: `/books close YYYY-MM` (add `check` to report without locking)"
+    try:
+        report = close_period(deps.services, actor, parts[0],
+                              lock="check" not in [p.lower() for p in parts[1:]])
+    except NotAuthorized as exc:
+        return blocks.escape(str(exc))
+    except ValueError as exc:
+        return blocks.escape(f"That didn't work: {exc}")
+    return blocks.escape(report.summary_text())
 
 
 def _render(out: Any) -> str:
