@@ -14,7 +14,14 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, func, insert, select
 
-from benchmarks.common import fresh_services, machine_details, median, postgres_reachable, timed
+from benchmarks.common import (
+    fresh_services,
+    machine_details,
+    median,
+    postgres_reachable,
+    run_or_profile,
+    timed,
+)
 from finance.authz import Actor
 from finance.billing import BillingEngine, BillingPolicy
 from finance.models import (
@@ -166,8 +173,6 @@ def run(quick: bool = False, *, backends: list[str] | None = None, members: int 
 def _main() -> None:
     """Run one backend at one size, optionally under cProfile (for tuning, writes no docs)."""
     import argparse
-    import cProfile
-    import pstats
     import sys
 
     parser = argparse.ArgumentParser(description=_main.__doc__)
@@ -182,13 +187,7 @@ def _main() -> None:
         sys.stdout.write(run(backends=args.backend or ["sqlite"], members=args.members,
                              events=args.events, repeats=args.repeats) + "\n")
 
-    if not args.profile:
-        go()
-        return
-    profiler = cProfile.Profile()
-    profiler.runcall(go)
-    profiler.dump_stats(args.profile)
-    pstats.Stats(args.profile).sort_stats("cumulative").print_stats(45)
+    run_or_profile(go, args.profile, 45)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,13 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from benchmarks.common import fresh_services, machine_details, postgres_reachable, timed
+from benchmarks.common import (
+    fresh_services,
+    machine_details,
+    postgres_reachable,
+    run_or_profile,
+    timed,
+)
 from finance import demo, ledger
 from finance.authz import Actor
 from finance.imports import import_members, import_payments, import_plans, import_subscriptions
@@ -177,8 +183,6 @@ def run(quick: bool = False, *, backends: list[str] | None = None,
 def _main() -> None:
     """Run one size on chosen backends, optionally under cProfile (writes no docs)."""
     import argparse
-    import cProfile
-    import pstats
 
     parser = argparse.ArgumentParser(description=_main.__doc__)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
@@ -189,13 +193,7 @@ def _main() -> None:
     def go() -> None:
         print(run(backends=args.backend or ["sqlite"], members=args.members or [400]))
 
-    if not args.profile:
-        go()
-        return
-    profiler = cProfile.Profile()
-    profiler.runcall(go)
-    profiler.dump_stats(args.profile)
-    pstats.Stats(args.profile).sort_stats("cumulative").print_stats(40)
+    run_or_profile(go, args.profile, 40)
 
 
 if __name__ == "__main__":

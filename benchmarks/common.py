@@ -118,3 +118,17 @@ def write_section(name: str, body: str) -> None:
     else:
         text_ = text_.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(text_, encoding="utf-8")
+
+
+def run_or_profile(go: Callable[[], object], profile: str | None, top: int = 40) -> None:
+    """Run ``go``; with a file name, under cProfile, dumping stats there and printing the top."""
+    if not profile:
+        go()
+        return
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(go)
+    profiler.dump_stats(profile)
+    pstats.Stats(profile).sort_stats("cumulative").print_stats(top)

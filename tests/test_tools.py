@@ -22,8 +22,8 @@ OTHER_TEAM = Actor("UMGR", "T9")
 TODAY = FIXED_NOW.date()
 
 
-@pytest.fixture
-def space(services):
+def two_member_space(services):
+    """Downtown with Acme Design (dedicated desk) and Priya Shah (hot desk) since January."""
     with services.session() as s:
         built = build_space(s, services.settings.knowledge_path)
         add_member(s, "M-ACME", "Acme Design", plan_id=built["plans"]["ded"],
@@ -31,6 +31,11 @@ def space(services):
         add_member(s, "M-PRIYA", "Priya Shah", plan_id=built["plans"]["hot"],
                    location_id=built["location"], start=date(2026, 1, 1), price_cents=30_000)
     return built
+
+
+@pytest.fixture
+def space(services):
+    return two_member_space(services)
 
 
 def ctx(services, actor=MANAGER, **kw) -> ToolContext:

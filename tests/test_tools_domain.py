@@ -7,32 +7,22 @@ from datetime import date
 import pytest
 from sqlalchemy import select
 
-from finance.authz import Actor
 from finance.models import Expense, JournalEntry
-from tests.conftest import FIXED_NOW
-from tests.helpers import add_member, build_space, count
+from tests.helpers import count
+from tests.test_tools import MANAGER, STAFF, TODAY, two_member_space
+from tests.test_tools import ctx as base_ctx
 from tools import actions
 from tools.base import ToolContext, ToolError, invoke
-
-MANAGER = Actor("UMGR", "T1")
-STAFF = Actor("USTAFF", "T1")
-TODAY = FIXED_NOW.date()
 
 
 @pytest.fixture
 def space(services):
-    with services.session() as s:
-        built = build_space(s, services.settings.knowledge_path)
-        add_member(s, "M-ACME", "Acme Design", plan_id=built["plans"]["ded"],
-                   location_id=built["location"], start=date(2026, 1, 1), price_cents=60_000)
-        add_member(s, "M-PRIYA", "Priya Shah", plan_id=built["plans"]["hot"],
-                   location_id=built["location"], start=date(2026, 1, 1), price_cents=30_000)
-    return built
+    return two_member_space(services)
 
 
 def ctx(services, actor=MANAGER, **kw) -> ToolContext:
-    return ToolContext(services=services, actor=actor, today=TODAY, timezone="America/New_York",
-                       location_id=1, **kw)
+    """The base context, in the space's time zone and location."""
+    return base_ctx(services, actor, timezone="America/New_York", location_id=1, **kw)
 
 
 def test_lookup_kpi_mrr_and_active_members(services, space):
