@@ -86,10 +86,10 @@ def run(quick: bool = False) -> str:
         " month (2026-10) / the last 12 months. Goal: each one-month KPI <= 200 ms on SQLite"
         " at 10,000 members (⚠ marks a miss). " + verdict + ".",
         "",
-        "Ledger KPIs (revenue, expense_ratio, cash_burn, dso, arpm) go entry date -> the"
-        " entry's lines through the covering index `ix_journal_line_entry_cover`, so their"
-        " cost grows with the entries in the range, not with the size of the books; DSO's"
-        " receivable balance scans one account in `ix_journal_line_account_cover` and"
-        " subtracts the entries after the range end. Subscription KPIs (mrr, occupancy,"
-        " active_members) aggregate the subscription table in one query.",
+        "Ledger KPIs (revenue, expense_ratio, cash_burn, dso, arpm) read whole months from"
+        " `ledger_month_total` (kept in the same transaction by every posting) and only the"
+        " partial months at the edges of the range from journal lines (entry date -> the"
+        " entry's lines through `ix_journal_line_entry_cover`), so a 12-month range costs"
+        " about what one month does. Subscription KPIs (mrr, occupancy, active_members)"
+        " aggregate the subscription table in one query.",
     ])

@@ -321,6 +321,67 @@ def _ledger_sums(session: Session, accounts: Mapping[int, str], sc: _Scope, *,
     """Signed sums (debit positive) per (account code, location id) over entry dates in
     [start, end] (either bound may be open; ``invert`` sums the entries outside instead).
 
+    Whole calendar months come from ``ledger_month_total`` (kept by every posting); only the
+    partial months at the edges of the range read journal lines.
+    """
+    if not accounts:
+        return {}
+    if invert:  # outside [start, end] = everything minus the range
+        out = _ledger_sums(session, accounts, sc, start=None, end=None,
+                           member_only=member_only, debits_only=debits_only)
+        inside = _ledger_sums(session, accounts, sc, start=start, end=end,
+                              member_only=member_only, debits_only=debits_only)
+        for key, cents in inside.items():
+            out[key] = out.get(key, 0) - cents
+        return out
+    full_first = None if start is None else (
+        month_of(start) if start.day == 1 else add_months(month_of(start), 1))
+    full_last = None if end is None else (
+        month_of(end) if end == month_end(month_of(end)) else add_months(month_of(end), -1))
+    if full_first is not None and full_last is not None and full_first > full_last:
+        return _line_sums(session, accounts, sc, start=start, end=end,
+                          member_only=member_only, debits_only=debits_only)
+    out = _month_sums(session, accounts, sc, full_first, full_last, member_only=member_only,
+                      debits_only=debits_only)
+    edges = []
+    if start is not None and start.day != 1:
+        edges.append((start, month_end(month_of(start))))
+    if end is not None and full_last != month_of(end):
+        edges.append((month_start(month_of(end)), end))
+    for lo, hi in edges:
+        for key, cents in _line_sums(session, accounts, sc, start=lo, end=hi,
+                                     member_only=member_only, debits_only=debits_only).items():
+            out[key] = out.get(key, 0) + cents
+    return out
+
+
+def _month_sums(session: Session, accounts: Mapping[int, str], sc: _Scope,
+                first: str | None, last: str | None, *, member_only: bool,
+                debits_only: bool) -> dict[tuple[str, int], int]:
+    """Sums of whole months [first, last] (YYYY-MM, either open) from the monthly totals."""
+    from finance.models import LedgerMonthTotal as T
+
+    column = {(False, False): T.net_cents, (False, True): T.debit_cents,
+              (True, False): T.member_net_cents, (True, True): T.member_debit_cents}[
+        (member_only, debits_only)]
+    stmt = (select(T.account_id, T.location_id, func.sum(column))
+            .where(T.account_id.in_(list(accounts)))
+            .group_by(T.account_id, T.location_id))
+    if first is not None:
+        stmt = stmt.where(T.month >= first)
+    if last is not None:
+        stmt = stmt.where(T.month <= last)
+    if sc.location_id is not None:
+        stmt = stmt.where(T.location_id == sc.location_id)
+    return {(accounts[acct], loc): int(total or 0)
+            for acct, loc, total in session.execute(stmt)}
+
+
+def _line_sums(session: Session, accounts: Mapping[int, str], sc: _Scope, *,
+               start: date | None, end: date | None, member_only: bool = False,
+               debits_only: bool = False, invert: bool = False) -> dict[tuple[str, int], int]:
+    """Like :func:`_ledger_sums`, from the journal lines themselves.
+
     Date-bounded sums are driven from the entry dates (journal_entry's date index, then the
     covering index of journal_line by entry): on SQLite the account filter is written so
     that it cannot pick the account index instead, which would read every line of those
@@ -361,21 +422,9 @@ def _ledger_sums(session: Session, accounts: Mapping[int, str], sc: _Scope, *,
 
 def _balances_at(session: Session, accounts: Mapping[int, str], sc: _Scope,
                  end: date) -> dict[tuple[str, int], int]:
-    """Balances through ``end``: summed directly, or as all-time totals (one covering index
-    scan per account) minus the entries after ``end`` when those are fewer."""
-    count = select(func.count(JournalEntry.id))
-    after = int(session.execute(count.where(JournalEntry.entry_date > end)).scalar_one())
-    if after == 0:
-        return _ledger_sums(session, accounts, sc, start=None, end=None)
-    through = int(session.execute(count.where(JournalEntry.entry_date <= end)).scalar_one())
-    if through <= after:
-        return _ledger_sums(session, accounts, sc, start=None, end=end)
-    totals = _ledger_sums(session, accounts, sc, start=None, end=None)
-    later = _ledger_sums(session, accounts, sc, start=None, end=end, invert=True)
-    out = dict(totals)
-    for key, cents in later.items():
-        out[key] = out.get(key, 0) - cents
-    return out
+    """Balances through ``end`` (whole months from the monthly totals, the last one partly
+    from journal lines)."""
+    return _ledger_sums(session, accounts, sc, start=None, end=end)
 
 
 def _by(sums: Mapping[tuple[str, int], int], index: int, sc: _Scope,

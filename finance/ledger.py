@@ -315,6 +315,9 @@ def post_entries(
         for leg in legs
     ]
     insert_tuples(session.connection(), JournalLine.__table__, _LINE_COLUMNS, line_rows)  # type: ignore[attr-defined]
+    add_month_totals(session, [
+        (d.entry_date, leg) for d, legs in zip(drafts, checked, strict=True) for leg in legs
+    ], account_ids)
     if audit_each:
         for entry_id, draft in zip(ids, drafts, strict=True):
             audit.record(
@@ -329,6 +332,70 @@ def post_entries(
         )
     return ids
 
+
+
+def add_month_totals(session: Session, dated_legs: Sequence[tuple[date, Leg]],
+                     account_ids: dict[str, int]) -> None:
+    """Add posted legs to ``ledger_month_total`` (an upsert per account/location/month)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    from finance.models import LedgerMonthTotal
+
+    sums: dict[tuple[int, int, str, str], list[int]] = {}
+    for day, leg in dated_legs:
+        key = (account_ids[leg.account], leg.location_id, leg.currency,
+               f"{day.year:04d}-{day.month:02d}")
+        acc = sums.setdefault(key, [0, 0, 0, 0])
+        debit = leg.amount_cents if leg.amount_cents > 0 else 0
+        acc[0] += leg.amount_cents
+        acc[1] += debit
+        if leg.member_id is not None:
+            acc[2] += leg.amount_cents
+            acc[3] += debit
+    if not sums:
+        return
+    table = LedgerMonthTotal.__table__  # type: ignore[attr-defined]
+    dialect_insert = (pg_insert if session.get_bind().dialect.name == "postgresql"
+                      else sqlite_insert)
+    rows = [{"account_id": a, "location_id": loc, "currency": cur, "month": month,
+             "net_cents": v[0], "debit_cents": v[1], "member_net_cents": v[2],
+             "member_debit_cents": v[3]}
+            for (a, loc, cur, month), v in sorted(sums.items())]  # sorted: no deadlocks
+    stmt = dialect_insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "location_id", "currency", "month"],
+        set_={name: table.c[name] + stmt.excluded[name]
+              for name in ("net_cents", "debit_cents", "member_net_cents",
+                           "member_debit_cents")})
+    for chunk in chunks(rows, 1000):
+        session.execute(stmt, list(chunk))
+
+
+def rebuild_month_totals(session: Session) -> int:
+    """Recompute ``ledger_month_total`` from the journal (migrations and repairs)."""
+    from sqlalchemy import case, delete, insert
+
+    from finance.models import LedgerMonthTotal
+
+    month = (func.to_char(JournalEntry.entry_date, "YYYY-MM")
+             if session.get_bind().dialect.name == "postgresql"
+             else func.strftime("%Y-%m", JournalEntry.entry_date))
+    debit = case((JournalLine.amount_cents > 0, JournalLine.amount_cents), else_=0)
+    member = JournalLine.member_id.is_not(None)  # type: ignore[union-attr]
+    query = (
+        select(JournalLine.account_id, JournalLine.location_id, JournalLine.currency, month,
+               func.sum(JournalLine.amount_cents), func.sum(debit),
+               func.sum(case((member, JournalLine.amount_cents), else_=0)),
+               func.sum(case((member, debit), else_=0)))
+        .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+        .group_by(JournalLine.account_id, JournalLine.location_id, JournalLine.currency, month)
+    )
+    session.execute(delete(LedgerMonthTotal))
+    session.execute(insert(LedgerMonthTotal).from_select(
+        ["account_id", "location_id", "currency", "month", "net_cents", "debit_cents",
+         "member_net_cents", "member_debit_cents"], query))
+    return int(session.execute(select(func.count(LedgerMonthTotal.id))).scalar_one())
 
 
 def entry_legs(session: Session, entry_id: int) -> list[Leg]:
@@ -388,6 +455,8 @@ def reverse_entry(
                 memo=leg.memo,
             )
         )
+    add_month_totals(session, [(on_date, leg) for leg in checked],
+                     {code: acct.id for code, acct in ctx.accounts.items()})
     audit.record(session, actor=actor, action="ledger.reverse", entity_type="journal_entry",
                  entity_id=entry.id, details={"reverses": entry_id, "reason": reason[:200]})
     session.flush()

@@ -602,6 +602,27 @@ class JournalLine(SQLModel, table=True):
     memo: str | None = Field(default=None, max_length=300)
 
 
+class LedgerMonthTotal(SQLModel, table=True):
+    """Journal lines summed per account, location, currency and entry month.
+
+    Maintained in the same transaction as every posting (``ledger.post_entries`` is the only
+    way lines are written), so long-range KPI sums read a few rows instead of every line.
+    ``member_*`` count only lines that name a member; ``debit_*`` only positive amounts.
+    """
+
+    __tablename__ = "ledger_month_total"
+    __table_args__ = (UniqueConstraint("account_id", "location_id", "currency", "month"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id")
+    location_id: int = Field(foreign_key="location.id")
+    currency: str = Field(max_length=3)
+    month: str = Field(max_length=7)  # YYYY-MM of the entry date
+    net_cents: int = Field(default=0, sa_type=BigInteger)
+    debit_cents: int = Field(default=0, sa_type=BigInteger)
+    member_net_cents: int = Field(default=0, sa_type=BigInteger)
+    member_debit_cents: int = Field(default=0, sa_type=BigInteger)
+
+
 class PeriodLock(SQLModel, table=True):
     __tablename__ = "period_lock"
     id: int | None = Field(default=None, primary_key=True)

@@ -179,3 +179,36 @@ def test_chart_sync_is_idempotent_and_complete(services):
     assert len(codes) == len(services.chart.accounts) == 50
     assert services.chart.revenue_account("membership", "private_office") == "4020"
     assert services.chart.revenue_account("food_beverage") == "4500"
+
+
+def test_month_totals_follow_every_posting_and_reversal(services):
+    """ledger_month_total equals a rebuild from the journal after posts and a reversal."""
+    from sqlalchemy import select
+
+    from finance.models import LedgerMonthTotal
+
+    def snapshot(s):
+        return sorted((r.account_id, r.location_id, r.currency, r.month, r.net_cents,
+                       r.debit_cents, r.member_net_cents, r.member_debit_cents)
+                      for r in s.execute(select(LedgerMonthTotal)).scalars())
+
+    with services.session() as s:
+        dt = add_location(s, "DT")
+        from finance.models import Member
+
+        m = Member(code="M-1", kind="person", name="Priya Shah")
+        s.add(m)
+        s.flush()
+        ledger.post_entries(s, [
+            EntryDraft(date(2026, 1, 31), "jan", [Leg("1100", 10_000, dt, member_id=m.id),
+                                                  Leg("4000", -10_000, dt)]),
+            EntryDraft(date(2026, 2, 1), "feb", [Leg("1000", 10_000, dt),
+                                                 Leg("1100", -10_000, dt, member_id=m.id)]),
+        ], actor="U1")
+        entry = ledger.post_entry(s, EntryDraft(date(2026, 2, 3), "x", [
+            Leg("6100", 2_500, dt), Leg("1000", -2_500, dt)]), actor="U1")
+        ledger.reverse_entry(s, entry.id, on_date=date(2026, 3, 1), actor="U1", reason="oops")
+        kept = snapshot(s)
+        assert len(kept) == 7  # Feb's two 1000 legs share one row
+        assert ledger.rebuild_month_totals(s) == 7
+        assert snapshot(s) == kept
