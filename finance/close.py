@@ -23,17 +23,17 @@ from sqlmodel import Session
 
 from finance import ledger
 from finance.authz import FINANCE_WRITERS, Actor, require_role
-from finance.billing import parse_period, recognition_schedule
+from finance.billing import parse_period
 from finance.models import (
     Anomaly,
     BankTransaction,
     Expense,
     Invoice,
-    InvoiceLine,
     InvoiceStatus,
     JournalEntry,
     PeriodLock,
 )
+from finance.receivables import recognitions_due
 from finance.services import Services
 from finance.util import chunks
 
@@ -93,18 +93,8 @@ def _receipts(session: Session, start: date, end: date) -> Check:
                  tuple(f"expense #{i} {v}" for i, v in rows[:5]))
 
 
-def _recognition(session: Session, period: str, end: date) -> Check:
-    rows = session.execute(
-        select(InvoiceLine, Invoice.issue_date).join(Invoice, Invoice.id == InvoiceLine.invoice_id)
-        .where(InvoiceLine.deferred_cents != 0,
-               Invoice.status.in_([InvoiceStatus.OPEN, InvoiceStatus.PAID]),
-               Invoice.issue_date <= end)).all()
-    wanted = []
-    for line, issued in rows:
-        issue_month = f"{issued.year:04d}-{issued.month:02d}"
-        for month, cents in recognition_schedule(line):
-            if cents and issue_month < month <= period:
-                wanted.append(f"recognize:{line.id}:{month}")
+def _recognition(session: Session, period: str) -> Check:
+    wanted = [key for key, *_ in recognitions_due(session, period)]
     done: set[str] = set()
     for chunk in chunks(wanted, 2000):
         done |= set(session.execute(select(JournalEntry.idempotency_key).where(
@@ -159,7 +149,7 @@ def check_close(session: Session, period: str, *, skip: frozenset[str] = frozens
         PeriodLock.period == period)).first() is not None
     runs = {"drafts": lambda: _drafts(session, period),
             "receipts": lambda: _receipts(session, start, end),
-            "recognition": lambda: _recognition(session, period, end),
+            "recognition": lambda: _recognition(session, period),
             "bank": lambda: _bank(session, start, end),
             "anomalies": lambda: _anomalies(session, start, end)}
     for name in CHECK_NAMES:

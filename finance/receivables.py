@@ -293,6 +293,28 @@ def dunning_due(session: Session, today: date) -> list[DunningItem]:
 # --------------------------------------------------------------------------- recognition
 
 
+def recognitions_due(
+    session: Session, through: str,
+) -> list[tuple[str, InvoiceLine, str, int, date, int]]:
+    """Every month slice of deferred revenue whose month has started by ``through``
+    (YYYY-MM): ``(idempotency key, line, month, cents, issue date, member id)``, posted or not.
+    """
+    rows = session.execute(
+        select(InvoiceLine, Invoice.issue_date, Invoice.member_id)
+        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+        .where(InvoiceLine.deferred_cents != 0,
+               Invoice.status.in_([InvoiceStatus.OPEN, InvoiceStatus.PAID]))  # type: ignore[attr-defined]
+    ).all()
+    out = []
+    for line, issued, member_id in rows:
+        issue_month = f"{issued.year:04d}-{issued.month:02d}"
+        for month, cents in recognition_schedule(line):
+            if issue_month < month <= through and cents:
+                out.append((f"recognize:{line.id}:{month}", line, month, cents, issued,
+                            member_id))
+    return out
+
+
 def recognize_revenue(session: Session, as_of: date, *, actor: Actor) -> int:
     """Move deferred revenue whose service month has started into revenue; idempotent.
 
@@ -301,24 +323,15 @@ def recognize_revenue(session: Session, as_of: date, *, actor: Actor) -> int:
     """
     require_role(session, actor, FINANCE_WRITERS, "recognize revenue")
     current = f"{as_of.year:04d}-{as_of.month:02d}"
-    rows = session.execute(
-        select(InvoiceLine, Invoice.issue_date, Invoice.member_id)
-        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
-        .where(InvoiceLine.deferred_cents != 0,
-               Invoice.status.in_([InvoiceStatus.OPEN, InvoiceStatus.PAID]))  # type: ignore[attr-defined]
-    ).all()
-    wanted: list[tuple[str, EntryDraft]] = []
-    for line, issued, member_id in rows:
-        issue_month = f"{issued.year:04d}-{issued.month:02d}"
-        for month, cents in recognition_schedule(line):
-            if issue_month < month <= current and cents:
-                key = f"recognize:{line.id}:{month}"
-                first = date(int(month[:4]), int(month[5:]), 1)
-                wanted.append((key, EntryDraft(
-                    max(first, issued), f"Recognize {month} of invoice line {line.id}",
-                    [Leg("2200", cents, line.location_id, member_id=member_id),
-                     Leg(line.account_code, -cents, line.location_id, member_id=member_id)],
-                    source_type="recognition", source_id=line.id, idempotency_key=key)))
+    wanted: list[tuple[str, EntryDraft]] = [
+        (key, EntryDraft(
+            max(date(int(month[:4]), int(month[5:]), 1), issued),
+            f"Recognize {month} of invoice line {line.id}",
+            [Leg("2200", cents, line.location_id, member_id=member_id),
+             Leg(line.account_code, -cents, line.location_id, member_id=member_id)],
+            source_type="recognition", source_id=line.id, idempotency_key=key))
+        for key, line, month, cents, issued, member_id in recognitions_due(session, current)
+    ]
     if not wanted:
         return 0
     done: set[str] = set()
