@@ -19,12 +19,12 @@ from finance import db, ledger
 from finance.authz import Actor, NotAuthorized
 from finance.billing import BillingError
 from finance.db import StoreError
-from finance.proration import ProrationError
-from finance.tax import TaxError
 from finance.models import Member
 from finance.money import MoneyError, format_cents
+from finance.proration import ProrationError
 from finance.services import Services, build_services
 from finance.settings import ConfigError, Settings, load_settings
+from finance.tax import TaxError
 
 log = logging.getLogger("deskbooks.cli")
 
@@ -62,6 +62,18 @@ class UsageError(Exception):
     """Bad command-line input, reported without a traceback."""
 
 
+_USER_ERRORS: list[type[Exception]] = [
+    ConfigError, StoreError, ledger.LedgerError, MoneyError, UsageError, BillingError,
+    ProrationError, NotAuthorized, TaxError,
+]
+
+
+def user_errors(*types: type[Exception]) -> None:
+    """Declare a service's refusals (messages written for people) one-line errors for every
+    command; command modules call it once for the exceptions their services raise."""
+    _USER_ERRORS.extend(t for t in types if t not in _USER_ERRORS)
+
+
 def handle_errors(fn: F) -> F:
     """Map expected failures to a one-line message and exit code 2; hide tracebacks."""
 
@@ -69,8 +81,7 @@ def handle_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, StoreError, ledger.LedgerError, MoneyError, UsageError,
-                BillingError, ProrationError, NotAuthorized, TaxError) as exc:
+        except tuple(_USER_ERRORS) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
-from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
@@ -13,13 +11,13 @@ from bot.cli import (
     AsOpt,
     JsonOpt,
     TodayOpt,
-    UsageError,
     _actor,
     _date,
     _emit,
     _services,
     app,
     handle_errors,
+    user_errors,
 )
 from finance.anomalies import (
     KINDS,
@@ -37,24 +35,13 @@ anomalies_app = typer.Typer(help="Anomalies: scan the books, list findings, dism
 app.add_typer(anomalies_app, name="anomalies")
 
 DEFAULT_DAYS = 365
-F = TypeVar("F", bound=Callable[..., Any])
 IdArg = Annotated[int, typer.Argument(help="Finding id (see `deskbooks anomalies list`).", min=1)]
 KindOpt = Annotated[list[str] | None, typer.Option(
     "--kind", help=f"Only this kind (repeatable): {', '.join(KINDS)}.")]
 LocationOpt = Annotated[str | None, typer.Option(help="Only this location code (e.g. DT).")]
 
 
-def _anomaly_errors(fn: F) -> F:
-    """Report the anomaly service's refusals as one line (exit code 2)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AnomalyError as exc:
-            raise UsageError(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+user_errors(AnomalyError)  # the service's refusals print as one line (exit code 2)
 
 
 def _amount(cents: int | None) -> str:
@@ -81,7 +68,6 @@ def _view_line(a: AnomalyView) -> str:
 
 @anomalies_app.command("scan")
 @handle_errors
-@_anomaly_errors
 def scan_command(
     start: Annotated[str | None, typer.Option(
         help=f"First day YYYY-MM-DD (default: {DEFAULT_DAYS} days before --end).")] = None,
@@ -109,7 +95,6 @@ def scan_command(
 
 @anomalies_app.command("list")
 @handle_errors
-@_anomaly_errors
 def list_command(
     status: Annotated[str | None, typer.Option(
         help="open, dismissed or resolved (default: all).")] = None,
@@ -127,7 +112,6 @@ def list_command(
 
 @anomalies_app.command("dismiss")
 @handle_errors
-@_anomaly_errors
 def dismiss_command(
     anomaly_id: IdArg,
     reason: Annotated[str, typer.Option(help="Why this is not a problem (required).")],
@@ -142,7 +126,6 @@ def dismiss_command(
 
 @anomalies_app.command("resolve")
 @handle_errors
-@_anomaly_errors
 def resolve_command(
     anomaly_id: IdArg,
     note: Annotated[str | None, typer.Option(help="What was done (optional).")] = None,
@@ -158,7 +141,6 @@ def resolve_command(
 
 @anomalies_app.command("reopen")
 @handle_errors
-@_anomaly_errors
 def reopen_command(
     anomaly_id: IdArg,
     note: Annotated[str | None, typer.Option(help="Why it is open again (optional).")] = None,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
@@ -18,6 +17,7 @@ from bot.cli import (
     _services,
     app,
     handle_errors,
+    user_errors,
 )
 from finance.approvals import (
     BillDraft,
@@ -39,22 +39,10 @@ bills_app = typer.Typer(help="Vendor bills: enter, approve or reject, pay; deleg
                         no_args_is_help=True)
 app.add_typer(bills_app, name="bills")
 
-F = TypeVar("F", bound=Callable[..., Any])
 IdArg = Annotated[int, typer.Argument(help="Bill id (see `deskbooks bills list`).", min=1)]
 
 
-def _bill_errors(fn: F) -> F:
-    """Report the approval service's refusals as one line (exit code 2)."""
-    from functools import wraps
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except BillError as exc:
-            raise UsageError(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+user_errors(BillError)  # the service's refusals print as one line (exit code 2)
 
 
 def _printable(text: str) -> str:
@@ -88,7 +76,6 @@ def _detail(b: BillView) -> str:
 
 @bills_app.command("create")
 @handle_errors
-@_bill_errors
 def bills_create(
     vendor: Annotated[str, typer.Option(help="Vendor name (found or created).")],
     amount: Annotated[str, typer.Option(help="Bill total including tax, e.g. 1250.00.")],
@@ -120,7 +107,6 @@ def bills_create(
 
 @bills_app.command("list")
 @handle_errors
-@_bill_errors
 def bills_list(
     status: Annotated[str | None, typer.Option(
         help="pending, approved, rejected or paid.")] = None,
@@ -140,7 +126,6 @@ def bills_list(
 
 @bills_app.command("show")
 @handle_errors
-@_bill_errors
 def bills_show(bill_id: IdArg, as_json: JsonOpt = False) -> None:
     """Show one bill with its approval history."""
     services = _services()
@@ -151,7 +136,6 @@ def bills_show(bill_id: IdArg, as_json: JsonOpt = False) -> None:
 
 @bills_app.command("pending")
 @handle_errors
-@_bill_errors
 def bills_pending(as_user: AsOpt = None, today: TodayOpt = None,
                   as_json: JsonOpt = False) -> None:
     """Bills waiting on a step you may decide now (your role or a delegation)."""
@@ -172,7 +156,6 @@ def _report(result: Decision, as_json: bool) -> None:
 
 @bills_app.command("approve")
 @handle_errors
-@_bill_errors
 def bills_approve(
     bill_id: IdArg,
     step: Annotated[str | None, typer.Option(help="Only this step (e.g. gm, cfo).")] = None,
@@ -188,7 +171,6 @@ def bills_approve(
 
 @bills_app.command("reject")
 @handle_errors
-@_bill_errors
 def bills_reject(
     bill_id: IdArg,
     reason: Annotated[str, typer.Option(help="Why (required).")],
@@ -205,7 +187,6 @@ def bills_reject(
 
 @bills_app.command("pay")
 @handle_errors
-@_bill_errors
 def bills_pay(
     bill_id: IdArg,
     method: Annotated[str, typer.Option(help="check, ach, cash or card.")],
@@ -223,7 +204,6 @@ def bills_pay(
 
 @bills_app.command("delegate")
 @handle_errors
-@_bill_errors
 def bills_delegate(
     to: Annotated[str, typer.Option("--to", help="Slack user id of the delegate.")],
     starts: Annotated[str, typer.Option("--from", help="First day YYYY-MM-DD.")],
